@@ -1,0 +1,7 @@
+//! augur-kernels (crate doc written below once modules settle)
+#![forbid(unsafe_code)]
+
+pub mod forecast;
+pub mod hash;
+pub mod rng;
+pub mod stats;
