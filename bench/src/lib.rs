@@ -1,0 +1,2 @@
+//! augur-bench: load drivers and comparison benchmarks.
+pub mod vs_redis;

@@ -1,0 +1,3 @@
+//! augur-node (work in progress)
+pub mod resp;
+pub mod store;

@@ -1,0 +1,470 @@
+//! Parsing RESP without copying: a complete frame is first measured in the read
+//! buffer, then split off and frozen, and every argument is a `Bytes` slice of it.
+
+use bytes::{Bytes, BytesMut};
+
+use super::frame::Frame;
+
+/// Limits on what a client may send, as Redis's `proto-max-bulk-len` and friends.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bulk_len: usize,
+    pub max_inline_len: usize,
+    pub max_multibulk_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 << 20,
+            max_inline_len: 64 << 10,
+            max_multibulk_len: i32::MAX as usize,
+        }
+    }
+}
+
+/// A protocol violation: the connection gets `-ERR Protocol error: ...` and is closed,
+/// as Redis does, because the byte stream can no longer be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub &'static str);
+
+/// Find `\r\n` at or after `from`; the index of `\r`.
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let hay = buf.get(from..)?;
+    let mut i = 0;
+    while let Some(p) = hay[i..].iter().position(|&c| c == b'\r') {
+        let at = i + p;
+        if at + 1 >= hay.len() {
+            return None;
+        }
+        if hay[at + 1] == b'\n' {
+            return Some(from + at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+fn parse_int(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Reads a `<kind><int>\r\n` header at `at`: (value, offset after it), or None if
+/// incomplete. `max_digits` stops a client from streaming an endless number.
+fn header(buf: &[u8], at: usize, err: &'static str) -> Result<Option<(i64, usize)>, ProtocolError> {
+    match find_crlf(buf, at + 1) {
+        Some(cr) => parse_int(&buf[at + 1..cr])
+            .map(|n| Some((n, cr + 2)))
+            .ok_or(ProtocolError(err)),
+        None if buf.len() - at > 32 => Err(ProtocolError(err)),
+        None => Ok(None),
+    }
+}
+
+/// Measure one request (multibulk or inline) at the start of `buf`.
+/// `Ok(None)`: more bytes needed.
+fn measure_request(buf: &[u8], limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+    if buf.first() != Some(&b'*') {
+        return measure_inline(buf, limits);
+    }
+    let Some((count, mut at)) = header(buf, 0, "invalid multibulk length")? else {
+        return Ok(None);
+    };
+    if count > limits.max_multibulk_len as i64 {
+        return Err(ProtocolError("invalid multibulk length"));
+    }
+    let count = count.max(0) as usize;
+    let mut args = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(_) => return Err(ProtocolError("expected '$'")),
+        }
+        let Some((len, start)) = header(buf, at, "invalid bulk length")? else {
+            return Ok(None);
+        };
+        if len < 0 || len as u64 > limits.max_bulk_len as u64 {
+            return Err(ProtocolError("invalid bulk length"));
+        }
+        let end = start + len as usize;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError("bulk string not terminated by CRLF"));
+        }
+        args.push((start, end));
+        at = end + 2;
+    }
+    Ok(Some(Request {
+        len: at,
+        args: ArgSpans::Ranges(args),
+    }))
+}
+
+fn measure_inline(buf: &[u8], limits: &Limits) -> Result<Option<Request>, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&c| c == b'\n') else {
+        if buf.len() > limits.max_inline_len {
+            return Err(ProtocolError("too big inline request"));
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_inline_len {
+        return Err(ProtocolError("too big inline request"));
+    }
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let words = split_inline(&buf[..line_end])?;
+    Ok(Some(Request {
+        len: nl + 1,
+        args: ArgSpans::Owned(words),
+    }))
+}
+
+/// Split an inline command into words, honouring "double" and 'single' quotes with
+/// the escapes redis-cli and Redis's sdssplitargs understand.
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            break;
+        }
+        let mut word = Vec::new();
+        match line[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                loop {
+                    let Some(&c) = line.get(i) else {
+                        return Err(ProtocolError("unbalanced quotes in request"));
+                    };
+                    i += 1;
+                    if c == q {
+                        break;
+                    }
+                    if c == b'\\' && q == b'"' {
+                        let Some(&e) = line.get(i) else {
+                            return Err(ProtocolError("unbalanced quotes in request"));
+                        };
+                        i += 1;
+                        word.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'a' => 7,
+                            b'b' => 8,
+                            b'x' => {
+                                let hex =
+                                    line.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok());
+                                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                                    Some(v) => {
+                                        i += 2;
+                                        v
+                                    }
+                                    None => b'x',
+                                }
+                            }
+                            other => other,
+                        });
+                    } else if c == b'\\' && line.get(i) == Some(&b'\'') {
+                        word.push(b'\'');
+                        i += 1;
+                    } else {
+                        word.push(c);
+                    }
+                }
+                if line.get(i).is_some_and(|c| !c.is_ascii_whitespace()) {
+                    return Err(ProtocolError("unbalanced quotes in request"));
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    word.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        words.push(word);
+    }
+    Ok(words)
+}
+
+enum ArgSpans {
+    Ranges(Vec<(usize, usize)>),
+    Owned(Vec<Vec<u8>>),
+}
+
+struct Request {
+    len: usize,
+    args: ArgSpans,
+}
+
+/// Take the next complete request off the front of `buf`, as argument slices.
+/// `Ok(None)` means more bytes are needed; an empty vector is an empty request
+/// (a blank inline line or `*0`), which Redis silently ignores.
+pub fn next_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(req) = measure_request(buf, limits)? else {
+        return Ok(None);
+    };
+    let frozen = buf.split_to(req.len).freeze();
+    Ok(Some(match req.args {
+        ArgSpans::Ranges(r) => r.into_iter().map(|(s, e)| frozen.slice(s..e)).collect(),
+        ArgSpans::Owned(w) => w.into_iter().map(Bytes::from).collect(),
+    }))
+}
+
+/// Measure any RESP2/RESP3 value at `at` (replies, and the round-trip tests).
+fn measure_frame(
+    buf: &[u8],
+    at: usize,
+    limits: &Limits,
+    depth: usize,
+) -> Result<Option<usize>, ProtocolError> {
+    if depth > 64 {
+        return Err(ProtocolError("nesting too deep"));
+    }
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    match kind {
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' => Ok(find_crlf(buf, at + 1).map(|cr| cr + 2)),
+        b'$' | b'=' => {
+            let Some((len, start)) = header(buf, at, "invalid bulk length")? else {
+                return Ok(None);
+            };
+            if len == -1 && kind == b'$' {
+                return Ok(Some(start));
+            }
+            if len < 0 || len as u64 > limits.max_bulk_len as u64 {
+                return Err(ProtocolError("invalid bulk length"));
+            }
+            let end = start + len as usize;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError("bulk string not terminated by CRLF"));
+            }
+            Ok(Some(end + 2))
+        }
+        b'*' | b'%' | b'~' => {
+            let Some((count, mut next)) = header(buf, at, "invalid multibulk length")? else {
+                return Ok(None);
+            };
+            if count == -1 && kind == b'*' {
+                return Ok(Some(next));
+            }
+            if count < 0 || count > limits.max_multibulk_len as i64 {
+                return Err(ProtocolError("invalid multibulk length"));
+            }
+            let items = if kind == b'%' { 2 * count } else { count };
+            for _ in 0..items {
+                match measure_frame(buf, next, limits, depth + 1)? {
+                    Some(n) => next = n,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(next))
+        }
+        _ => Err(ProtocolError("unknown frame type")),
+    }
+}
+
+fn build_frame(b: &Bytes, at: usize) -> Result<(Frame, usize), ProtocolError> {
+    let cr = find_crlf(b, at + 1).ok_or(ProtocolError("truncated frame"))?;
+    let body = b.slice(at + 1..cr);
+    let next = cr + 2;
+    let int = || parse_int(&body).ok_or(ProtocolError("invalid integer"));
+    Ok(match b[at] {
+        b'+' => (Frame::Simple(body), next),
+        b'-' => (Frame::Error(body), next),
+        b':' => (Frame::Integer(int()?), next),
+        b'_' => (Frame::Null, next),
+        b'#' => match &body[..] {
+            b"t" => (Frame::Boolean(true), next),
+            b"f" => (Frame::Boolean(false), next),
+            _ => return Err(ProtocolError("invalid boolean")),
+        },
+        b'$' if int()? == -1 => (Frame::Null, next),
+        b'$' => {
+            let end = next + int()? as usize;
+            (Frame::Bulk(b.slice(next..end)), end + 2)
+        }
+        b'=' => {
+            let end = next + int()? as usize;
+            let text = b.slice(next..end);
+            let text = if text.len() >= 4 && text[3] == b':' {
+                text.slice(4..)
+            } else {
+                text
+            };
+            (Frame::Verbatim(text), end + 2)
+        }
+        b'*' if int()? == -1 => (Frame::NullArray, next),
+        b'*' | b'~' => {
+            let mut items = Vec::new();
+            let mut at = next;
+            for _ in 0..int()? {
+                let (f, n) = build_frame(b, at)?;
+                items.push(f);
+                at = n;
+            }
+            (Frame::Array(items), at)
+        }
+        b'%' => {
+            let mut pairs = Vec::new();
+            let mut at = next;
+            for _ in 0..int()? {
+                let (k, n) = build_frame(b, at)?;
+                let (v, n) = build_frame(b, n)?;
+                pairs.push((k, v));
+                at = n;
+            }
+            (Frame::Map(pairs), at)
+        }
+        _ => return Err(ProtocolError("unknown frame type")),
+    })
+}
+
+/// Take the next complete RESP value off the front of `buf`.
+pub fn next_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, ProtocolError> {
+    let Some(len) = measure_frame(buf, 0, limits, 0)? else {
+        return Ok(None);
+    };
+    let frozen = buf.split_to(len).freeze();
+    Ok(Some(build_frame(&frozen, 0)?.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn req(bytes: &[u8]) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        next_request(&mut BytesMut::from(bytes), &Limits::default())
+    }
+
+    #[test]
+    fn multibulk_inline_and_partial() {
+        assert_eq!(
+            req(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap().unwrap(),
+            vec![Bytes::from("GET"), Bytes::from("k")]
+        );
+        assert_eq!(req(b"*2\r\n$3\r\nGET\r\n$1\r\n").unwrap(), None);
+        assert_eq!(
+            req(b"set \"a b\" 'c'\r\n").unwrap().unwrap(),
+            vec![Bytes::from("set"), Bytes::from("a b"), Bytes::from("c")]
+        );
+        assert_eq!(req(b"\r\n").unwrap().unwrap(), Vec::<Bytes>::new());
+    }
+
+    #[test]
+    fn bad_input_gets_redis_error_texts() {
+        assert_eq!(req(b"*x\r\n").unwrap_err().0, "invalid multibulk length");
+        assert_eq!(req(b"*1\r\n+a\r\n").unwrap_err().0, "expected '$'");
+        assert_eq!(req(b"*1\r\n$-5\r\n").unwrap_err().0, "invalid bulk length");
+        assert_eq!(
+            req(b"set \"a\r\n").unwrap_err().0,
+            "unbalanced quotes in request"
+        );
+        let small = Limits {
+            max_bulk_len: 4,
+            ..Limits::default()
+        };
+        let mut b = BytesMut::from(&b"*1\r\n$5\r\nhello\r\n"[..]);
+        assert_eq!(
+            next_request(&mut b, &small).unwrap_err().0,
+            "invalid bulk length"
+        );
+        let inline = Limits {
+            max_inline_len: 8,
+            ..Limits::default()
+        };
+        let mut b = BytesMut::from(&b"aaaaaaaaaaaaaaaaaaaaaaaa"[..]);
+        assert_eq!(
+            next_request(&mut b, &inline).unwrap_err().0,
+            "too big inline request"
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order() {
+        let mut b = BytesMut::from(&b"PING\r\n*1\r\n$4\r\nPING\r\nECHO x\r\n"[..]);
+        let l = Limits::default();
+        let mut names = vec![];
+        while let Some(r) = next_request(&mut b, &l).unwrap() {
+            names.push(r[0].clone());
+        }
+        assert_eq!(names, vec!["PING", "PING", "ECHO"]);
+        assert!(b.is_empty());
+    }
+
+    fn frame_strategy() -> impl Strategy<Value = Frame> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from);
+        let line = "[a-zA-Z0-9 ]{0,20}".prop_map(Bytes::from);
+        let leaf = prop_oneof![
+            line.clone().prop_map(Frame::Simple),
+            line.prop_map(Frame::Error),
+            any::<i64>().prop_map(Frame::Integer),
+            bytes.prop_map(Frame::Bulk),
+            Just(Frame::Null),
+            any::<bool>().prop_map(Frame::Boolean),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Frame::Map),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let l = Limits::default();
+            let mut b = BytesMut::from(&data[..]);
+            // Either requests, a need for more bytes, or a clear protocol error.
+            while let Ok(Some(_)) = next_request(&mut b, &l) {}
+            let mut b = BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = next_frame(&mut b, &l) {}
+        }
+
+        #[test]
+        fn encode_parse_round_trip(frame in frame_strategy()) {
+            let wire = frame.to_bytes(true);
+            let mut b = BytesMut::from(&wire[..]);
+            let parsed = next_frame(&mut b, &Limits::default()).unwrap().unwrap();
+            prop_assert_eq!(parsed, frame);
+            prop_assert!(b.is_empty());
+        }
+
+        #[test]
+        fn split_anywhere_is_incomplete_not_wrong(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5),
+            cut in 0usize..200,
+        ) {
+            let frame = Frame::Array(args.iter().map(|a| Frame::Bulk(Bytes::from(a.clone()))).collect());
+            let wire = frame.to_bytes(false);
+            let cut = cut % wire.len();
+            let mut b = BytesMut::from(&wire[..cut]);
+            prop_assert_eq!(next_request(&mut b, &Limits::default()).unwrap(), None);
+            b.extend_from_slice(&wire[cut..]);
+            let got = next_request(&mut b, &Limits::default()).unwrap().unwrap();
+            prop_assert_eq!(got, args.into_iter().map(Bytes::from).collect::<Vec<_>>());
+        }
+    }
+}

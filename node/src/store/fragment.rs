@@ -1,0 +1,664 @@
+//! A fragment: the keys in `[lo, hi)`, stored in one region.
+//!
+//! Single writer: only the core that owns a fragment touches it, so there are no locks.
+//! A write appends a record to the log, then publishes it with one release store into
+//! its index slot; a concurrent one-sided reader sees either the old or the new slot,
+//! and checks the record's crc and key, so it never returns a torn value.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use super::layout::{self, header, RecordError, RecordView};
+use super::region::Region;
+
+pub type FragmentId = u64;
+
+/// Index slots used before the index counts as full. Eight-slot buckets with linear
+/// probing keep probes short well past this.
+const MAX_LOAD: f64 = 0.9;
+/// A torn read can only come from a concurrent writer; retry a few times before
+/// calling the bytes corrupt.
+const READ_RETRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("fragment full: {need} more bytes")]
+    Full { need: usize },
+    #[error("key is longer than {} bytes", layout::MAX_KEY_LEN)]
+    KeyTooLong,
+    #[error("corrupt region: {0}")]
+    Corrupt(#[from] RecordError),
+    #[error("region allocation failed: {0}")]
+    Alloc(#[from] std::io::Error),
+}
+
+/// How many buckets and how many log bytes a region has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub buckets: usize,
+    pub log_capacity: usize,
+}
+
+impl Geometry {
+    /// A region of at most about `target_len` bytes whose index and log fill up at
+    /// about the same time for records of `avg_record` bytes.
+    pub fn sized_for(target_len: usize, avg_record: usize) -> Geometry {
+        let avg = avg_record.clamp(32, 1 << 20) as f64;
+        let keys = target_len as f64 / (avg + 8.0 / MAX_LOAD);
+        let wanted_buckets = (keys / (layout::SLOTS_PER_BUCKET as f64 * MAX_LOAD)).max(8.0);
+        // Round down so the region stays within the target.
+        let buckets = 1usize << (usize::BITS - 1 - (wanted_buckets as usize).leading_zeros());
+        let log_capacity = (Self::slot_capacity(buckets) as f64 * avg) as usize;
+        Geometry {
+            buckets,
+            log_capacity,
+        }
+    }
+
+    /// At least this geometry, grown so that `live_keys`/`live_bytes` use no more
+    /// than half of it.
+    pub fn with_headroom(mut self, live_keys: usize, live_bytes: usize) -> Geometry {
+        while Self::slot_capacity(self.buckets) < 2 * live_keys + 2 {
+            self.buckets *= 2;
+        }
+        self.log_capacity = self.log_capacity.max(2 * live_bytes);
+        self
+    }
+
+    fn slot_capacity(buckets: usize) -> usize {
+        (buckets as f64 * layout::SLOTS_PER_BUCKET as f64 * MAX_LOAD) as usize
+    }
+
+    pub fn region_len(&self) -> usize {
+        layout::log_start(self.buckets) + self.log_capacity
+    }
+}
+
+/// Where a key's probe ended: the slot holding it (if any) and the first free slot.
+struct Probe {
+    found: Option<(usize, usize)>,
+    free_slot: Option<usize>,
+}
+
+pub struct Fragment {
+    id: FragmentId,
+    lo: Bytes,
+    hi: Option<Bytes>,
+    region: Region,
+    bucket_mask: usize,
+    tail: usize,
+    epoch: u64,
+    next_seq: u64,
+    generation: u64,
+    used_slots: usize,
+    max_slots: usize,
+    live_keys: usize,
+    live_bytes: usize,
+    /// `(expire_at_ms, record offset)` of records written with a TTL; entries whose
+    /// record was since replaced are skipped when they come due.
+    expiries: BTreeSet<(u64, usize)>,
+    /// Bumped on every change, so a cached key listing knows it is stale.
+    changes: u64,
+}
+
+impl std::fmt::Debug for Fragment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fragment")
+            .field("id", &self.id)
+            .field("lo", &self.lo)
+            .field("hi", &self.hi)
+            .field("live_keys", &self.live_keys)
+            .field("used_bytes", &self.used_bytes())
+            .finish()
+    }
+}
+
+impl Fragment {
+    /// An empty fragment for `[lo, hi)` in a fresh region.
+    pub fn create(
+        id: FragmentId,
+        lo: Bytes,
+        hi: Option<Bytes>,
+        geometry: Geometry,
+        epoch: u64,
+        hugetlb: bool,
+    ) -> Result<Fragment, StoreError> {
+        let mut region = Region::create(geometry.region_len(), hugetlb)?;
+        let log_start = layout::log_start(geometry.buckets);
+        let words = [
+            (header::MAGIC, layout::MAGIC),
+            (header::LAYOUT_VERSION, layout::LAYOUT_VERSION as u64),
+            (header::FRAGMENT_ID, id),
+            (header::EPOCH, epoch),
+            (header::BUCKET_COUNT, geometry.buckets as u64),
+            (header::REGION_LEN, region.len() as u64),
+            (header::GENERATION, 0),
+            (header::LOG_TAIL, log_start as u64),
+        ];
+        for (at, value) in words {
+            region.store_release(at, value);
+        }
+        Ok(Fragment {
+            id,
+            lo,
+            hi,
+            region,
+            bucket_mask: geometry.buckets - 1,
+            tail: log_start,
+            epoch,
+            next_seq: 1,
+            generation: 0,
+            used_slots: 0,
+            max_slots: Geometry::slot_capacity(geometry.buckets),
+            live_keys: 0,
+            live_bytes: 0,
+            expiries: BTreeSet::new(),
+            changes: 0,
+        })
+    }
+
+    pub fn id(&self) -> FragmentId {
+        self.id
+    }
+    pub fn lo(&self) -> &Bytes {
+        &self.lo
+    }
+    pub fn hi(&self) -> Option<&Bytes> {
+        self.hi.as_ref()
+    }
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.lo[..] && self.hi.as_ref().is_none_or(|hi| key < &hi[..])
+    }
+    /// Keys whose current record is a value (expired ones included until removed).
+    pub fn live_keys(&self) -> usize {
+        self.live_keys
+    }
+    /// Bytes of the records behind `live_keys`.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes
+    }
+    /// Region bytes in use: header, whole index and the log up to its tail.
+    pub fn used_bytes(&self) -> usize {
+        self.tail
+    }
+    pub fn region_len(&self) -> usize {
+        self.region.len()
+    }
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            buckets: self.bucket_mask + 1,
+            log_capacity: self.region.len() - layout::log_start(self.bucket_mask + 1),
+        }
+    }
+
+    fn slot_pos(&self, bucket: usize, slot: usize) -> usize {
+        layout::HEADER_LEN + bucket * layout::BUCKET_LEN + slot * 8
+    }
+
+    /// The log as far as it is written: decoding never reads past the tail.
+    fn log(&self) -> &[u8] {
+        &self.region.bytes()[..self.tail]
+    }
+
+    fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
+        let mut last = RecordError::OutOfBounds(offset);
+        for _ in 0..READ_RETRIES {
+            match layout::decode_record(self.log(), offset) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(StoreError::Corrupt(last))
+    }
+
+    fn probe(&self, key: &[u8], hash: u64) -> Result<Probe, StoreError> {
+        let tag = (hash >> 48) as u16;
+        let mut bucket = hash as usize & self.bucket_mask;
+        for _ in 0..=self.bucket_mask {
+            for s in 0..layout::SLOTS_PER_BUCKET {
+                let pos = self.slot_pos(bucket, s);
+                let slot = self.region.load_acquire(pos);
+                if slot == 0 {
+                    // Slots are never emptied, so the key cannot be further along.
+                    return Ok(Probe {
+                        found: None,
+                        free_slot: Some(pos),
+                    });
+                }
+                if layout::slot_tag(slot) == tag {
+                    let offset = layout::slot_offset(slot);
+                    if self.read_record(offset)?.key == key {
+                        return Ok(Probe {
+                            found: Some((pos, offset)),
+                            free_slot: None,
+                        });
+                    }
+                }
+            }
+            bucket = (bucket + 1) & self.bucket_mask;
+        }
+        Ok(Probe {
+            found: None,
+            free_slot: None,
+        })
+    }
+
+    /// The current record of `key`, tombstones and expired records included.
+    pub fn lookup_any(&self, key: &[u8]) -> Result<Option<RecordView<'_>>, StoreError> {
+        match self.probe(key, layout::key_hash(key))?.found {
+            Some((_, offset)) => Ok(Some(self.read_record(offset)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The live value record of `key` at time `now_ms`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<RecordView<'_>>, StoreError> {
+        Ok(self
+            .lookup_any(key)?
+            .filter(|r| !r.is_tombstone() && !r.is_expired(now_ms)))
+    }
+
+    /// Would a record of `len` bytes for a new key fit right now?
+    fn has_room(&self, len: usize, new_slot: bool) -> bool {
+        self.tail + len <= self.region.len() && (!new_slot || self.used_slots < self.max_slots)
+    }
+
+    fn write(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        flags: u16,
+        expire_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if key.len() > layout::MAX_KEY_LEN {
+            return Err(StoreError::KeyTooLong);
+        }
+        let hash = layout::key_hash(key);
+        let probe = self.probe(key, hash)?;
+        let len = layout::record_len(key.len(), value.len(), expire_at_ms.is_some());
+        if !self.has_room(len, probe.found.is_none()) {
+            return Err(StoreError::Full { need: len });
+        }
+        let slot_pos = match (probe.found, probe.free_slot) {
+            (Some((pos, old)), _) => {
+                let old = self.read_record(old)?;
+                let (old_live, old_len) = (!old.is_tombstone(), old.len);
+                if old_live {
+                    self.live_keys -= 1;
+                    self.live_bytes -= old_len;
+                }
+                pos
+            }
+            (None, Some(pos)) => {
+                self.used_slots += 1;
+                pos
+            }
+            (None, None) => return Err(StoreError::Full { need: len }),
+        };
+        let offset = self.tail;
+        let version = layout::version(self.epoch, self.next_seq);
+        self.next_seq += 1;
+        layout::encode_record(
+            &mut self.region.bytes_mut()[offset..offset + len],
+            version,
+            flags,
+            expire_at_ms,
+            key,
+            value,
+        );
+        self.tail += len;
+        self.region
+            .store_release(header::LOG_TAIL, self.tail as u64);
+        let tag = (hash >> 48) as u16;
+        self.region
+            .store_release(slot_pos, layout::slot_value(tag, offset));
+        if flags & layout::FLAG_TOMBSTONE == 0 {
+            self.live_keys += 1;
+            self.live_bytes += len;
+        }
+        if let Some(t) = expire_at_ms {
+            self.expiries.insert((t, offset));
+        }
+        self.changes += 1;
+        Ok(())
+    }
+
+    /// Set `key` to `value`, with an absolute expiry in unix ms or none.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expire_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.write(key, value, 0, expire_at_ms)
+    }
+
+    /// Delete `key`; true if it held a live value at `now_ms`.
+    pub fn delete(&mut self, key: &[u8], now_ms: u64) -> Result<bool, StoreError> {
+        let was_live = match self.lookup_any(key)? {
+            None => return Ok(false),
+            Some(r) if r.is_tombstone() => return Ok(false),
+            Some(r) => !r.is_expired(now_ms),
+        };
+        self.write(key, &[], layout::FLAG_TOMBSTONE, None)?;
+        Ok(was_live)
+    }
+
+    /// Remove keys whose expiry has passed, at most `budget` of them; returns how many.
+    /// Stops early (leaving the rest for compaction) if the log is full.
+    pub fn expire_due(&mut self, now_ms: u64, budget: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        while removed < budget {
+            let Some(&(at, offset)) = self.expiries.first() else {
+                break;
+            };
+            if at > now_ms {
+                break;
+            }
+            let key = Bytes::copy_from_slice(self.read_record(offset)?.key);
+            let current = self.probe(&key, layout::key_hash(&key))?.found;
+            if current.map(|(_, o)| o) == Some(offset) {
+                match self.write(&key, &[], layout::FLAG_TOMBSTONE, None) {
+                    Ok(()) => removed += 1,
+                    Err(StoreError::Full { .. }) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.expiries.pop_first();
+        }
+        Ok(removed)
+    }
+
+    /// Number of pending expiry entries (for INFO's `expires`; may include stale ones).
+    pub fn expiring(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// Visit every current record (one per key ever written since the last copy).
+    pub fn for_each_current(
+        &self,
+        mut f: impl FnMut(usize, RecordView<'_>),
+    ) -> Result<(), StoreError> {
+        for bucket in 0..=self.bucket_mask {
+            for s in 0..layout::SLOTS_PER_BUCKET {
+                let slot = self.region.load_acquire(self.slot_pos(bucket, s));
+                if slot != 0 {
+                    let offset = layout::slot_offset(slot);
+                    f(offset, self.read_record(offset)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All live keys at `now_ms`, sorted.
+    pub fn sorted_keys(&self, now_ms: u64) -> Result<Vec<Bytes>, StoreError> {
+        let mut keys = Vec::with_capacity(self.live_keys);
+        self.for_each_current(|_, r| {
+            if !r.is_tombstone() && !r.is_expired(now_ms) {
+                keys.push(Bytes::copy_from_slice(r.key));
+            }
+        })?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// Copy the live records of `[lo, hi)` into a fresh fragment: the same bytes,
+    /// versions and crcs, without tombstones, expired or replaced records.
+    fn copy_range(
+        &self,
+        id: FragmentId,
+        lo: Bytes,
+        hi: Option<Bytes>,
+        geometry: Geometry,
+        now_ms: u64,
+        hugetlb: bool,
+    ) -> Result<Fragment, StoreError> {
+        let mut out = Fragment::create(id, lo, hi, geometry, self.epoch, hugetlb)?;
+        out.next_seq = self.next_seq;
+        out.generation = self.generation + 1;
+        out.region.store_release(header::GENERATION, out.generation);
+        let mut failure = None;
+        self.for_each_current(|offset, r| {
+            if failure.is_some() || r.is_tombstone() || r.is_expired(now_ms) || !out.contains(r.key)
+            {
+                return;
+            }
+            if let Err(e) = out.adopt_record(&self.log()[offset..offset + r.len], r) {
+                failure = Some(e);
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Append an already encoded record verbatim (compaction, split, migration).
+    fn adopt_record(&mut self, bytes: &[u8], r: RecordView<'_>) -> Result<(), StoreError> {
+        let hash = layout::key_hash(r.key);
+        let probe = self.probe(r.key, hash)?;
+        let Some(slot_pos) = probe.free_slot.filter(|_| probe.found.is_none()) else {
+            return Err(StoreError::Full { need: bytes.len() });
+        };
+        if !self.has_room(bytes.len(), true) {
+            return Err(StoreError::Full { need: bytes.len() });
+        }
+        let offset = self.tail;
+        self.region.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.tail += bytes.len();
+        self.region
+            .store_release(header::LOG_TAIL, self.tail as u64);
+        self.region
+            .store_release(slot_pos, layout::slot_value((hash >> 48) as u16, offset));
+        self.used_slots += 1;
+        self.live_keys += 1;
+        self.live_bytes += bytes.len();
+        if let Some(t) = r.expire_at_ms {
+            self.expiries.insert((t, offset));
+        }
+        Ok(())
+    }
+
+    /// A compacted copy with room for at least `need` more bytes, in a region sized
+    /// from `target_len` and the records' average size.
+    pub fn compact(
+        &self,
+        target_len: usize,
+        need: usize,
+        now_ms: u64,
+        hugetlb: bool,
+    ) -> Result<Fragment, StoreError> {
+        let geometry = Geometry::sized_for(target_len, self.average_record())
+            .with_headroom(self.live_keys + 1, self.live_bytes + need);
+        self.copy_range(
+            self.id,
+            self.lo.clone(),
+            self.hi.clone(),
+            geometry,
+            now_ms,
+            hugetlb,
+        )
+    }
+
+    fn average_record(&self) -> usize {
+        self.live_bytes.checked_div(self.live_keys).unwrap_or(64)
+    }
+
+    /// The key to split at: the median of a sample of live keys, strictly above the
+    /// smallest sampled key so both halves are non-empty. None with fewer than 2 keys.
+    pub fn split_key(&self, now_ms: u64) -> Result<Option<Bytes>, StoreError> {
+        const SAMPLE: usize = 1024;
+        let stride = (self.live_keys / SAMPLE).max(1);
+        let mut seen = 0usize;
+        let mut sample = Vec::with_capacity(SAMPLE.min(self.live_keys));
+        self.for_each_current(|_, r| {
+            if !r.is_tombstone() && !r.is_expired(now_ms) {
+                if seen % stride == 0 {
+                    sample.push(Bytes::copy_from_slice(r.key));
+                }
+                seen += 1;
+            }
+        })?;
+        if sample.len() < 2 {
+            return Ok(None);
+        }
+        sample.sort_unstable();
+        Ok(Some(sample[sample.len() / 2].clone()))
+    }
+
+    /// Split at `at` into `[lo, at)` (keeping this id) and `[at, hi)` (id `upper_id`),
+    /// each in a fresh region sized from `target_len`.
+    pub fn split(
+        &self,
+        at: Bytes,
+        upper_id: FragmentId,
+        target_len: usize,
+        now_ms: u64,
+        hugetlb: bool,
+    ) -> Result<(Fragment, Fragment), StoreError> {
+        let geometry = Geometry::sized_for(target_len, self.average_record())
+            .with_headroom(self.live_keys / 2 + 1, self.live_bytes / 2);
+        let lower = self.copy_range(
+            self.id,
+            self.lo.clone(),
+            Some(at.clone()),
+            geometry,
+            now_ms,
+            hugetlb,
+        )?;
+        let upper = self.copy_range(upper_id, at, self.hi.clone(), geometry, now_ms, hugetlb)?;
+        Ok((lower, upper))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(target: usize) -> Fragment {
+        Fragment::create(
+            1,
+            Bytes::new(),
+            None,
+            Geometry::sized_for(target, 64),
+            1,
+            false,
+        )
+        .expect("fragment")
+    }
+
+    #[test]
+    fn append_lookup_overwrite_delete() {
+        let mut f = frag(1 << 20);
+        f.put(b"a", b"1", None).unwrap();
+        f.put(b"b", b"2", None).unwrap();
+        assert_eq!(f.get(b"a", 0).unwrap().unwrap().value, b"1");
+        f.put(b"a", b"one", None).unwrap();
+        assert_eq!(f.get(b"a", 0).unwrap().unwrap().value, b"one");
+        assert_eq!(f.live_keys(), 2);
+        assert!(f.delete(b"a", 0).unwrap());
+        assert!(!f.delete(b"a", 0).unwrap());
+        assert!(f.get(b"a", 0).unwrap().is_none());
+        assert_eq!(f.live_keys(), 1);
+        assert!(f.get(b"zzz", 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn expiry_lazy_and_active() {
+        let mut f = frag(1 << 20);
+        f.put(b"t", b"v", Some(100)).unwrap();
+        f.put(b"p", b"v", None).unwrap();
+        assert!(f.get(b"t", 99).unwrap().is_some());
+        assert!(f.get(b"t", 100).unwrap().is_none(), "lazy expiry hides it");
+        assert_eq!(f.live_keys(), 2, "not yet removed");
+        assert_eq!(f.expire_due(100, 10).unwrap(), 1);
+        assert_eq!(f.live_keys(), 1);
+        // A rewrite without TTL makes the old expiry entry stale: nothing removed.
+        f.put(b"u", b"v", Some(200)).unwrap();
+        f.put(b"u", b"w", None).unwrap();
+        assert_eq!(f.expire_due(300, 10).unwrap(), 0);
+        assert_eq!(f.get(b"u", 300).unwrap().unwrap().value, b"w");
+    }
+
+    #[test]
+    fn fills_then_compacts_keeping_live_data() {
+        let mut f = frag(64 << 10);
+        let mut written = 0u32;
+        // Overwrite a small key set until the log is full.
+        loop {
+            let k = format!("k{}", written % 50);
+            match f.put(k.as_bytes(), &written.to_le_bytes(), None) {
+                Ok(()) => written += 1,
+                Err(StoreError::Full { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(written > 50);
+        let c = f.compact(64 << 10, 64, 0, false).unwrap();
+        assert!(c.used_bytes() < f.used_bytes() / 2);
+        assert_eq!(c.live_keys(), 50);
+        for i in 0..50u32 {
+            let last = (0..written).rev().find(|w| w % 50 == i).unwrap();
+            let k = format!("k{i}");
+            assert_eq!(
+                c.get(k.as_bytes(), 0).unwrap().unwrap().value,
+                last.to_le_bytes()
+            );
+        }
+        assert_eq!(c.generation(), 1);
+    }
+
+    #[test]
+    fn split_partitions_keys_at_median() {
+        let mut f = frag(4 << 20);
+        for i in 0..2000u32 {
+            f.put(format!("key:{i:06}").as_bytes(), b"v", None).unwrap();
+        }
+        f.delete(b"key:000001", 0).unwrap();
+        let at = f.split_key(0).unwrap().unwrap();
+        let (lo, hi) = f.split(at.clone(), 2, 4 << 20, 0, false).unwrap();
+        assert_eq!(lo.live_keys() + hi.live_keys(), 1999);
+        assert!(
+            lo.live_keys() > 700 && hi.live_keys() > 700,
+            "median-ish split"
+        );
+        assert_eq!(hi.lo(), &at);
+        for k in lo.sorted_keys(0).unwrap() {
+            assert!(k < at);
+        }
+        for k in hi.sorted_keys(0).unwrap() {
+            assert!(k >= at);
+        }
+        assert!(lo.get(b"key:000001", 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn flipped_byte_in_region_is_reported_not_returned() {
+        let mut f = frag(1 << 20);
+        f.put(b"key", b"value", None).unwrap();
+        let start = layout::log_start(f.geometry().buckets);
+        // Flip one value byte of the record in place.
+        f.region.bytes_mut()[start + layout::RECORD_HEADER_LEN + 4] ^= 1;
+        assert!(matches!(f.get(b"key", 0), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn geometry_stays_within_target_and_grows_for_headroom() {
+        let g = Geometry::sized_for(16 << 20, 72);
+        assert!(g.region_len() <= 16 << 20 && g.region_len() > 7 << 20);
+        let big = g.with_headroom(1_000_000, 100 << 20);
+        assert!(Geometry::slot_capacity(big.buckets) >= 2_000_000);
+        assert!(big.log_capacity >= 200 << 20);
+    }
+}

@@ -1,0 +1,9 @@
+//! Where the bytes live: fragments in memfd regions (`header | index | log`).
+//! `layout` is the byte format, `region` the mapping, `fragment` the operations.
+
+pub mod fragment;
+pub mod layout;
+pub mod region;
+
+pub use fragment::{Fragment, FragmentId, Geometry, StoreError};
+pub use layout::RecordView;
