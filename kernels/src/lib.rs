@@ -5,3 +5,4 @@ pub mod forecast;
 pub mod hash;
 pub mod rng;
 pub mod stats;
+pub mod ensemble;

@@ -162,6 +162,17 @@ impl Forecaster for ArRls {
         if !self.is_warm() {
             return Forecast::with_sd(last, self.errors.sd() * (h as f64).sqrt());
         }
+        if h == 1 {
+            // Fast path (the ensemble asks for this every tick): no allocation.
+            let mean = self.theta[0]
+                + self.theta[1..]
+                    .iter()
+                    .zip(self.lags.iter())
+                    .map(|(a, x)| a * x)
+                    .sum::<f64>();
+            let mean = if mean.is_finite() { mean } else { last };
+            return Forecast::with_sd(mean, self.errors.sd());
+        }
         // Iterate the recursion, feeding forecasts back in as lags.
         let mut window: VecDeque<f64> = self.lags.clone();
         let mut mean = last;

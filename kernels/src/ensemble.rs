@@ -1,0 +1,396 @@
+//! Per-series ensemble: weights models by rolling backtest error (MASE over the last W ticks)
+//! and falls back to the latest value for a tick or two when CUSUM detects a level shift, so a
+//! flash crowd is followed immediately instead of being smoothed away.
+
+use crate::forecast::{
+    ArRls, ErrorScale, Ewma, Forecast, Forecaster, Holt, HoltWinters, Naive, SeasonalNaive,
+};
+use crate::forecast::holt_winters::HoltWintersParams;
+use std::collections::VecDeque;
+
+/// Every model the ensemble can hold (enum dispatch: no boxing on the per-tick path).
+#[derive(Clone, Debug)]
+pub enum Model {
+    Ewma(Ewma),
+    Holt(Holt),
+    HoltWinters(HoltWinters),
+    Ar(ArRls),
+    Naive(Naive),
+    SeasonalNaive(SeasonalNaive),
+}
+
+impl Forecaster for Model {
+    fn observe(&mut self, x: f64) {
+        match self {
+            Model::Ewma(m) => m.observe(x),
+            Model::Holt(m) => m.observe(x),
+            Model::HoltWinters(m) => m.observe(x),
+            Model::Ar(m) => m.observe(x),
+            Model::Naive(m) => m.observe(x),
+            Model::SeasonalNaive(m) => m.observe(x),
+        }
+    }
+
+    fn forecast(&self, h: usize) -> Forecast {
+        match self {
+            Model::Ewma(m) => m.forecast(h),
+            Model::Holt(m) => m.forecast(h),
+            Model::HoltWinters(m) => m.forecast(h),
+            Model::Ar(m) => m.forecast(h),
+            Model::Naive(m) => m.forecast(h),
+            Model::SeasonalNaive(m) => m.forecast(h),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Model::Ewma(m) => m.name(),
+            Model::Holt(m) => m.name(),
+            Model::HoltWinters(m) => m.name(),
+            Model::Ar(m) => m.name(),
+            Model::Naive(m) => m.name(),
+            Model::SeasonalNaive(m) => m.name(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EnsembleConfig {
+    /// Season length in ticks; `None` leaves out the seasonal models.
+    pub season: Option<usize>,
+    /// Backtest window W (ticks) for the rolling MASE.
+    pub window: usize,
+    /// How many of the best models are combined (weights ~ 1 / MASE^2).
+    pub top_models: usize,
+    /// CUSUM allowance `k` and threshold `h`, in units of the one-step error scale.
+    pub cusum_drift: f64,
+    pub cusum_threshold: f64,
+    /// Largest per-tick CUSUM increment: one outlier alone cannot declare a shift.
+    pub cusum_step_cap: f64,
+    /// Ticks to follow the latest value after a detected shift.
+    pub shift_hold_ticks: usize,
+    /// Smoothing rates and AR shape.
+    pub ewma_alpha: f64,
+    pub holt: (f64, f64, f64),
+    pub ar_order: usize,
+    pub ar_forgetting: f64,
+    pub holt_winters: HoltWintersParams,
+}
+
+impl Default for EnsembleConfig {
+    fn default() -> Self {
+        EnsembleConfig {
+            season: None,
+            window: 24,
+            top_models: 2,
+            cusum_drift: 0.5,
+            cusum_threshold: 6.0,
+            cusum_step_cap: 4.0,
+            shift_hold_ticks: 1,
+            ewma_alpha: 0.3,
+            holt: (0.3, 0.1, 0.9),
+            ar_order: 3,
+            ar_forgetting: 0.995,
+            holt_winters: HoltWintersParams::default(),
+        }
+    }
+}
+
+impl EnsembleConfig {
+    pub fn with_season(season: usize) -> Self {
+        EnsembleConfig {
+            season: Some(season),
+            ..EnsembleConfig::default()
+        }
+    }
+
+    /// The models this configuration builds, in a fixed order.
+    pub fn build_models(&self) -> Vec<Model> {
+        let (alpha, beta, phi) = self.holt;
+        let mut models = vec![
+            Model::Naive(Naive::new()),
+            Model::Ewma(Ewma::new(self.ewma_alpha)),
+            Model::Holt(Holt::new(alpha, beta, phi)),
+            Model::Ar(ArRls::new(self.ar_order, self.ar_forgetting)),
+        ];
+        if let Some(season) = self.season.filter(|s| *s >= 2) {
+            models.push(Model::SeasonalNaive(SeasonalNaive::new(season)));
+            models.push(Model::HoltWinters(HoltWinters::new(season, self.holt_winters)));
+        }
+        models
+    }
+}
+
+/// Rolling sum over the last `capacity` values.
+#[derive(Clone, Debug)]
+struct RollingSum {
+    values: VecDeque<f64>,
+    sum: f64,
+    capacity: usize,
+}
+
+impl RollingSum {
+    fn new(capacity: usize) -> Self {
+        RollingSum {
+            values: VecDeque::with_capacity(capacity),
+            sum: 0.0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn push(&mut self, value: f64) {
+        if self.values.len() == self.capacity {
+            if let Some(old) = self.values.pop_front() {
+                self.sum -= old;
+            }
+        }
+        self.values.push_back(value);
+        self.sum += value;
+        if self.values.len() == 1 {
+            // Re-anchor periodically-ish: cheap guard against drift of the running sum.
+            self.sum = value;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.sum = 0.0;
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn mean(&self) -> f64 {
+        if self.values.is_empty() {
+            0.0
+        } else {
+            self.sum.max(0.0) / self.values.len() as f64
+        }
+    }
+}
+
+/// A forecaster over forecasters for one series.
+#[derive(Clone, Debug)]
+pub struct Ensemble {
+    config: EnsembleConfig,
+    models: Vec<Model>,
+    model_errors: Vec<RollingSum>,
+    naive_errors: RollingSum,
+    weights: Vec<f64>,
+    last: Option<f64>,
+    error_scale: ErrorScale,
+    cusum_up: f64,
+    cusum_down: f64,
+    hold_remaining: usize,
+    shifts_detected: u64,
+}
+
+impl Ensemble {
+    pub fn new(config: EnsembleConfig) -> Self {
+        let models = config.build_models();
+        let window = config.window.max(2);
+        let count = models.len();
+        Ensemble {
+            model_errors: (0..count).map(|_| RollingSum::new(window)).collect(),
+            naive_errors: RollingSum::new(window),
+            weights: vec![1.0 / count as f64; count],
+            models,
+            config,
+            last: None,
+            error_scale: ErrorScale::new(0.05),
+            cusum_up: 0.0,
+            cusum_down: 0.0,
+            hold_remaining: 0,
+            shifts_detected: 0,
+        }
+    }
+
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    pub fn shifts_detected(&self) -> u64 {
+        self.shifts_detected
+    }
+
+    /// Rolling MASE of each model over the backtest window (NaN-free; infinite scale → 0 error).
+    pub fn rolling_mase(&self) -> Vec<f64> {
+        let scale = self.naive_errors.mean();
+        self.model_errors
+            .iter()
+            .map(|errors| mase_ratio(errors.mean(), scale))
+            .collect()
+    }
+
+    /// Name of the model with the highest weight.
+    pub fn leading_model(&self) -> &'static str {
+        let mut best = 0;
+        for (i, w) in self.weights.iter().enumerate() {
+            if *w > self.weights[best] {
+                best = i;
+            }
+        }
+        self.models.get(best).map_or("none", Forecaster::name)
+    }
+
+    fn reweight(&mut self) {
+        let mase = self.rolling_mase();
+        let mut order: Vec<usize> = (0..mase.len()).collect();
+        order.sort_by(|&a, &b| mase[a].total_cmp(&mase[b]));
+        self.weights.iter_mut().for_each(|w| *w = 0.0);
+        let keep = self.config.top_models.clamp(1, order.len().max(1));
+        let mut total = 0.0;
+        for &i in order.iter().take(keep) {
+            let weight = 1.0 / (mase[i] * mase[i] + 1e-6);
+            self.weights[i] = weight;
+            total += weight;
+        }
+        if total > 0.0 && total.is_finite() {
+            self.weights.iter_mut().for_each(|w| *w /= total);
+        }
+    }
+
+    fn update_shift_detector(&mut self, error: f64, level: f64) {
+        let scale = 1.25 * self.error_scale.sd().max(1e-9 * (1.0 + level.abs()));
+        let cap = self.config.cusum_step_cap;
+        let z = (error / scale).clamp(-cap, cap);
+        self.error_scale.push(error);
+        if self.error_scale.count() < 5 {
+            return;
+        }
+        let drift = self.config.cusum_drift;
+        self.cusum_up = (self.cusum_up + z - drift).max(0.0);
+        self.cusum_down = (self.cusum_down - z - drift).max(0.0);
+        if self.cusum_up > self.config.cusum_threshold
+            || self.cusum_down > self.config.cusum_threshold
+        {
+            self.shifts_detected += 1;
+            self.cusum_up = 0.0;
+            self.cusum_down = 0.0;
+            self.hold_remaining = self.config.shift_hold_ticks;
+            // Old backtest errors describe the old regime: judge models afresh.
+            self.model_errors.iter_mut().for_each(RollingSum::clear);
+            self.naive_errors.clear();
+        }
+    }
+}
+
+/// MASE as a ratio of mean absolute errors; a zero scale (flat history) maps to 0 or 1 so the
+/// ranking still prefers exact models.
+fn mase_ratio(mean_abs_error: f64, scale: f64) -> f64 {
+    if scale > 1e-12 {
+        mean_abs_error / scale
+    } else if mean_abs_error > 1e-12 {
+        1.0 + mean_abs_error
+    } else {
+        0.0
+    }
+}
+
+impl Forecaster for Ensemble {
+    fn observe(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        if let Some(last) = self.last {
+            let combined = self.forecast(1).mean;
+            for (model, errors) in self.models.iter().zip(self.model_errors.iter_mut()) {
+                errors.push((x - model.forecast(1).mean).abs());
+            }
+            self.naive_errors.push((x - last).abs());
+            self.update_shift_detector(x - combined, last);
+        }
+        for model in &mut self.models {
+            model.observe(x);
+        }
+        self.last = Some(x);
+        if self.hold_remaining > 0 && self.naive_errors.len() > 0 {
+            self.hold_remaining -= 1;
+        }
+        self.reweight();
+    }
+
+    fn forecast(&self, h: usize) -> Forecast {
+        let Some(last) = self.last else {
+            return Forecast::with_sd(0.0, 0.0);
+        };
+        if self.hold_remaining > 0 || self.naive_errors.len() < 3 {
+            // Just after a shift (or at the very start) the latest value is the best guess.
+            return self.models[0].forecast(h);
+        }
+        let mut mean = 0.0;
+        let mut lower = 0.0;
+        let mut upper = 0.0;
+        for (model, weight) in self.models.iter().zip(self.weights.iter()) {
+            if *weight > 0.0 {
+                let forecast = model.forecast(h);
+                mean += weight * forecast.mean;
+                lower += weight * forecast.lower;
+                upper += weight * forecast.upper;
+            }
+        }
+        if !(mean.is_finite() && lower.is_finite() && upper.is_finite()) {
+            return Forecast::with_sd(last, 0.0);
+        }
+        Forecast { mean, lower, upper }
+    }
+
+    fn name(&self) -> &'static str {
+        "ensemble"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+    use proptest::prelude::*;
+
+    #[test]
+    fn follows_a_flash_crowd_within_two_ticks() {
+        let mut rng = SplitMix64::new(11);
+        let mut ensemble = Ensemble::new(EnsembleConfig::default());
+        for _ in 0..100 {
+            ensemble.observe(100.0 + 5.0 * rng.normal());
+        }
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            let x = 1000.0 + 5.0 * rng.normal();
+            errors.push((ensemble.forecast(1).mean - x).abs());
+            ensemble.observe(x);
+        }
+        assert!(ensemble.shifts_detected() >= 1);
+        // Third tick into the crowd: forecast within a few noise sd of the new level.
+        assert!(errors[2] < 50.0, "errors {errors:?}");
+    }
+
+    #[test]
+    fn prefers_holt_winters_on_a_clean_seasonal_series() {
+        let mut ensemble = Ensemble::new(EnsembleConfig::with_season(12));
+        for t in 0..400 {
+            let phase = 2.0 * std::f64::consts::PI * (t % 12) as f64 / 12.0;
+            ensemble.observe(50.0 + 20.0 * phase.sin());
+        }
+        let leader = ensemble.leading_model();
+        assert!(leader == "holt_winters" || leader == "snaive", "{leader}");
+    }
+
+    proptest! {
+        #[test]
+        fn weights_sum_to_one_and_forecasts_are_finite(
+            values in proptest::collection::vec(proptest::num::f64::ANY, 0..120),
+        ) {
+            let mut ensemble = Ensemble::new(EnsembleConfig::with_season(4));
+            for &x in &values { ensemble.observe(x); }
+            let total: f64 = ensemble.weights().iter().sum();
+            prop_assert!((total - 1.0).abs() < 1e-9 || total == 0.0);
+            let forecast = ensemble.forecast(5);
+            prop_assert!(forecast.mean.is_finite() && forecast.lower.is_finite() && forecast.upper.is_finite());
+        }
+    }
+}
