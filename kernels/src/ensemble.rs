@@ -239,7 +239,11 @@ impl Ensemble {
     }
 
     fn reweight(&mut self) {
-        let mase = self.rolling_mase();
+        let mase: Vec<f64> = self
+            .rolling_mase()
+            .into_iter()
+            .map(|m| if m.is_finite() { m } else { f64::MAX })
+            .collect();
         let mut order: Vec<usize> = (0..mase.len()).collect();
         order.sort_by(|&a, &b| mase[a].total_cmp(&mase[b]));
         self.weights.iter_mut().for_each(|w| *w = 0.0);
@@ -252,6 +256,11 @@ impl Ensemble {
         }
         if total > 0.0 && total.is_finite() {
             self.weights.iter_mut().for_each(|w| *w /= total);
+        } else {
+            // Errors too large to compare (absurd inputs): share equally among the kept models.
+            for &i in order.iter().take(keep) {
+                self.weights[i] = 1.0 / keep as f64;
+            }
         }
     }
 

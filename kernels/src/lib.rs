@@ -6,3 +6,5 @@ pub mod hash;
 pub mod rng;
 pub mod stats;
 pub mod ensemble;
+pub mod markov;
+pub mod affinity;
