@@ -8,3 +8,5 @@ pub mod stats;
 pub mod ensemble;
 pub mod markov;
 pub mod affinity;
+pub mod cost;
+pub mod solver;
