@@ -10,3 +10,5 @@ pub mod markov;
 pub mod affinity;
 pub mod cost;
 pub mod solver;
+pub mod baselines;
+pub mod feedback;
