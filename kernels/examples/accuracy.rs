@@ -39,7 +39,10 @@ fn generate() -> Vec<SeriesSpec> {
         values: (0..LENGTH)
             .map(|t| {
                 let phase = 2.0 * std::f64::consts::PI * (t % SEASON) as f64 / SEASON as f64;
-                100.0 + 0.02 * t as f64 + 30.0 * phase.sin() + 10.0 * (2.0 * phase).cos()
+                100.0
+                    + 0.02 * t as f64
+                    + 30.0 * phase.sin()
+                    + 10.0 * (2.0 * phase).cos()
                     + 3.0 * rng.normal()
             })
             .collect(),
@@ -148,7 +151,7 @@ fn main() {
         for name in &model_names {
             print!("{name:>13}");
         }
-        println!("{:>13}{:>6}  {}", "ensemble", "rank", "best single");
+        println!("{:>13}{:>6}  best single", "ensemble", "rank");
         for spec in generate() {
             let scale = naive_scale(&spec.values);
             let mut single = Vec::new();
@@ -159,10 +162,14 @@ fn main() {
             let mut ensemble = Ensemble::new(config.clone());
             let ensemble_mase = backtest(&mut ensemble, &spec.values, h, scale);
             let rank = 1 + single.iter().filter(|m| **m < ensemble_mase).count();
-            let (best_index, best) = single
-                .iter()
-                .enumerate()
-                .fold((0, f64::INFINITY), |acc, (i, m)| if *m < acc.1 { (i, *m) } else { acc });
+            let (best_index, best) =
+                single
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f64::INFINITY),
+                        |acc, (i, m)| if *m < acc.1 { (i, *m) } else { acc },
+                    );
             print!("{:<14}", spec.name);
             for mase in &single {
                 print!("{mase:>13.3}");
@@ -174,7 +181,10 @@ fn main() {
             if h == 1 {
                 let naive = single[0];
                 if spec.structured && ensemble_mase >= 1.0 {
-                    misses.push(format!("{}: ensemble MASE {ensemble_mase:.3} >= 1", spec.name));
+                    misses.push(format!(
+                        "{}: ensemble MASE {ensemble_mase:.3} >= 1",
+                        spec.name
+                    ));
                 }
                 if ensemble_mase > 1.10 * best {
                     misses.push(format!(

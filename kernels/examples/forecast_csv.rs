@@ -94,9 +94,15 @@ fn main() -> ExitCode {
                 }
                 let (intercept, coefficients) = model.coefficients();
                 eprintln!("ar intercept={intercept:.4} coefficients={coefficients:.4?}");
-                (1..=options.horizon).map(|h| model.forecast(h).mean).collect()
+                (1..=options.horizon)
+                    .map(|h| model.forecast(h).mean)
+                    .collect()
             }
-            "holt" => run_model(Holt::new(0.3, 0.1, options.damping), &values, options.horizon),
+            "holt" => run_model(
+                Holt::new(0.3, 0.1, options.damping),
+                &values,
+                options.horizon,
+            ),
             "ewma" => run_model(Ewma::new(0.3), &values, options.horizon),
             "naive" => run_model(Naive::new(), &values, options.horizon),
             "ensemble" => run_model(

@@ -196,7 +196,14 @@ impl Heatmap {
     }
 
     /// One cell: the key range `[key_low, key_high)` at `tick`.
-    pub fn push(&mut self, tick: u64, key_low: &[u8], key_high: &[u8], observed: f64, predicted: f64) {
+    pub fn push(
+        &mut self,
+        tick: u64,
+        key_low: &[u8],
+        key_high: &[u8],
+        observed: f64,
+        predicted: f64,
+    ) {
         self.rows.push(HeatmapRow {
             tick,
             key_low: key_low.to_vec(),

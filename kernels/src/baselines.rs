@@ -4,8 +4,10 @@
 //! `oracle` (the same solver fed the true future instead of a forecast; bench only).
 
 use crate::affinity::{Affinity, FragmentAffinity};
-use crate::solver::{solve, Action, Budget, Decision, FragmentState, NodeCapacity, PlacementInput, SolverConfig};
 use crate::cost::{CostModel, NodeLoads};
+use crate::solver::{
+    solve, Action, Budget, Decision, FragmentState, NodeCapacity, PlacementInput, SolverConfig,
+};
 use crate::stats::NodeId;
 
 /// Lamping & Veach jump consistent hash: bucket in `[0, buckets)`; 0 when `buckets` is 0.
@@ -211,10 +213,17 @@ impl ReactivePolicy {
                 let coolest = (0..nodes)
                     .filter(|&m| m != n && capacities[m].load > 0.0)
                     .min_by(|&a, &b| {
-                        (node_load[a] / capacities[a].load).total_cmp(&(node_load[b] / capacities[b].load))
+                        (node_load[a] / capacities[a].load)
+                            .total_cmp(&(node_load[b] / capacities[b].load))
                     });
                 if let Some(to) = coolest {
-                    push_move(&mut decisions, &mut node_load, position, to as NodeId, &mut moved);
+                    push_move(
+                        &mut decisions,
+                        &mut node_load,
+                        position,
+                        to as NodeId,
+                        &mut moved,
+                    );
                 }
             }
         }
@@ -305,7 +314,11 @@ mod tests {
         let mut policy = ReactivePolicy::new(ReactiveConfig::default());
         let cost = CostModel::default();
         let counts: Vec<usize> = (0..3)
-            .map(|_| policy.decide(&fragments, &observed, &capacities, budget, &cost).len())
+            .map(|_| {
+                policy
+                    .decide(&fragments, &observed, &capacities, budget, &cost)
+                    .len()
+            })
             .collect();
         assert_eq!(counts, vec![0, 0, 1]);
     }

@@ -95,8 +95,8 @@ impl CostModel {
         let overload_relieved = before - after;
         let benefit_us = remote_accesses_avoided * latency_gap
             + overload_relieved * clean(self.overload_us_per_access);
-        let cost_us = bytes as f64 * clean(self.transfer_us_per_byte)
-            + self.handoff_cost_us(fragment_load);
+        let cost_us =
+            bytes as f64 * clean(self.transfer_us_per_byte) + self.handoff_cost_us(fragment_load);
         MoveEstimate {
             remote_accesses_avoided,
             overload_relieved,

@@ -2,10 +2,10 @@
 //! and falls back to the latest value for a tick or two when CUSUM detects a level shift, so a
 //! flash crowd is followed immediately instead of being smoothed away.
 
+use crate::forecast::holt_winters::HoltWintersParams;
 use crate::forecast::{
     ArRls, ErrorScale, Ewma, Forecast, Forecaster, Holt, HoltWinters, Naive, SeasonalNaive,
 };
-use crate::forecast::holt_winters::HoltWintersParams;
 use std::collections::VecDeque;
 
 /// Every model the ensemble can hold (enum dispatch: no boxing on the per-tick path).
@@ -115,7 +115,10 @@ impl EnsembleConfig {
         ];
         if let Some(season) = self.season.filter(|s| *s >= 2) {
             models.push(Model::SeasonalNaive(SeasonalNaive::new(season)));
-            models.push(Model::HoltWinters(HoltWinters::new(season, self.holt_winters)));
+            models.push(Model::HoltWinters(HoltWinters::new(
+                season,
+                self.holt_winters,
+            )));
         }
         models
     }

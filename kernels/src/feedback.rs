@@ -85,7 +85,11 @@ impl FeedbackLog {
             Pending {
                 policy: policy.to_string(),
                 action: decision.action.clone(),
-                predicted_net_us: if predicted.is_finite() { predicted } else { 0.0 },
+                predicted_net_us: if predicted.is_finite() {
+                    predicted
+                } else {
+                    0.0
+                },
             },
         );
         DecisionId(id)

@@ -166,7 +166,11 @@ pub fn solve(input: &PlacementInput<'_>, config: &SolverConfig) -> Vec<Decision>
             continue;
         }
         let mut targets: Vec<NodeId> = Vec::with_capacity(2);
-        if let Some((top, _)) = input.affinity.fragment(fragment.index).and_then(|a| a.top_node()) {
+        if let Some((top, _)) = input
+            .affinity
+            .fragment(fragment.index)
+            .and_then(|a| a.top_node())
+        {
             targets.push(top);
         }
         if node_load[owner] > capacity_load(owner) {
@@ -388,7 +392,10 @@ mod tests {
         };
         let decisions = solve(&input, &SolverConfig::default());
         assert_eq!(
-            decisions.iter().map(|d| d.action.clone()).collect::<Vec<_>>(),
+            decisions
+                .iter()
+                .map(|d| d.action.clone())
+                .collect::<Vec<_>>(),
             vec![Action::Migrate { fragment: 0, to: 1 }]
         );
         // After the move, the same prediction asks for nothing (no ping-pong).
@@ -440,12 +447,15 @@ mod tests {
             cost: &cost,
         };
         let decisions = solve(&input, &SolverConfig::default());
-        assert!(decisions
-            .iter()
-            .any(|d| matches!(d.action, Action::Migrate { to: 1, .. } | Action::Migrate { to: 2, .. })));
-        assert!(decisions
-            .iter()
-            .any(|d| d.action == Action::Split { fragment: 3, at_key: b"m".to_vec() }));
+        assert!(decisions.iter().any(|d| matches!(
+            d.action,
+            Action::Migrate { to: 1, .. } | Action::Migrate { to: 2, .. }
+        )));
+        assert!(decisions.iter().any(|d| d.action
+            == Action::Split {
+                fragment: 3,
+                at_key: b"m".to_vec()
+            }));
     }
 
     #[test]
@@ -464,8 +474,14 @@ mod tests {
         };
         let decisions = solve(&input, &SolverConfig::default());
         assert_eq!(
-            decisions.iter().map(|d| d.action.clone()).collect::<Vec<_>>(),
-            vec![Action::Merge { fragment: 0, with: 1 }]
+            decisions
+                .iter()
+                .map(|d| d.action.clone())
+                .collect::<Vec<_>>(),
+            vec![Action::Merge {
+                fragment: 0,
+                with: 1
+            }]
         );
     }
 

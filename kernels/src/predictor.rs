@@ -1,0 +1,173 @@
+//! The per-tick glue the node's placement controller drives: fold the cores' recorders, step
+//! one ensemble per live (fragment, node) series, add Markov lookahead, and produce the
+//! affinity matrix for the solver.
+
+use crate::affinity::Affinity;
+use crate::ensemble::{Ensemble, EnsembleConfig};
+use crate::forecast::Forecaster;
+use crate::hash::FxHashMap;
+use crate::markov::{MarkovConfig, SequenceModel};
+use crate::stats::{AccessStats, CoreRecorder, FragmentIndex, NodeId};
+
+#[derive(Clone, Debug)]
+pub struct PredictorConfig {
+    /// Forecast horizon H in ticks.
+    pub horizon: usize,
+    /// History window of the access statistics, in ticks.
+    pub window: usize,
+    pub ensemble: EnsembleConfig,
+    pub markov: MarkovConfig,
+    /// Weight of the Markov lookahead in the affinity blend (0 = forecasts only).
+    pub markov_weight: f64,
+    /// Steps of Markov lookahead.
+    pub markov_steps: usize,
+}
+
+impl Default for PredictorConfig {
+    fn default() -> Self {
+        PredictorConfig {
+            horizon: 10,
+            window: 120,
+            ensemble: EnsembleConfig::default(),
+            markov: MarkovConfig::default(),
+            markov_weight: 0.2,
+            markov_steps: 8,
+        }
+    }
+}
+
+/// Owns the statistics, the per-series ensembles and the sequence model.
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    config: PredictorConfig,
+    fragment_count: usize,
+    stats: AccessStats,
+    ensembles: FxHashMap<(FragmentIndex, NodeId), Ensemble>,
+    sequences: SequenceModel,
+}
+
+impl Predictor {
+    pub fn new(fragment_count: usize, config: PredictorConfig) -> Self {
+        Predictor {
+            stats: AccessStats::new(config.window),
+            sequences: SequenceModel::new(config.markov),
+            ensembles: FxHashMap::default(),
+            fragment_count,
+            config,
+        }
+    }
+
+    /// The node grew its fragment table (after splits).
+    pub fn set_fragment_count(&mut self, fragment_count: usize) {
+        self.fragment_count = fragment_count;
+    }
+
+    /// Fold one core's recorder into the open tick.
+    pub fn fold(&mut self, recorder: &mut CoreRecorder) {
+        self.stats.fold(recorder);
+    }
+
+    /// A connection's access, for the sequence model (the node may sample these).
+    pub fn observe_sequence(&mut self, node: NodeId, connection: u64, fragment: FragmentIndex) {
+        self.sequences.observe_access(node, connection, fragment);
+    }
+
+    pub fn stats(&self) -> &AccessStats {
+        &self.stats
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.ensembles.len()
+    }
+
+    /// Close the tick and predict the next `horizon` ticks.
+    pub fn tick(&mut self) -> Affinity {
+        self.stats.close_tick();
+        self.sequences.tick();
+        let horizon = self.config.horizon.max(1);
+        let mut forecasts = Vec::with_capacity(self.stats.pair_count());
+        // Series that left the window (idle) take their ensemble with them.
+        let stats = &self.stats;
+        self.ensembles
+            .retain(|(fragment, node), _| stats.series(*fragment, *node).is_some());
+        for (&(fragment, node), series) in self.stats.pairs() {
+            let ensemble = self
+                .ensembles
+                .entry((fragment, node))
+                .or_insert_with(|| Ensemble::new(self.config.ensemble.clone()));
+            ensemble.observe(series.latest().accesses() as f64);
+            let predicted: f64 = (1..=horizon)
+                .map(|h| ensemble.forecast(h).mean.max(0.0))
+                .sum();
+            forecasts.push((fragment, node, predicted));
+        }
+        let mut markov_shares: FxHashMap<NodeId, FxHashMap<FragmentIndex, f64>> =
+            FxHashMap::default();
+        if self.config.markov_weight > 0.0 {
+            let nodes: Vec<NodeId> = self.sequences.nodes().collect();
+            for node in nodes {
+                let shares = self
+                    .sequences
+                    .node_lookahead(node, self.config.markov_steps);
+                if !shares.is_empty() {
+                    markov_shares.insert(node, shares);
+                }
+            }
+        }
+        Affinity::build(
+            self.fragment_count,
+            &forecasts,
+            &markov_shares,
+            self.config.markov_weight,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::AccessKind;
+
+    #[test]
+    fn predicts_the_node_that_keeps_accessing() {
+        let mut predictor = Predictor::new(4, PredictorConfig::default());
+        let mut core = CoreRecorder::new(4, 3, 2);
+        let mut affinity = Affinity::default();
+        for _ in 0..30 {
+            for _ in 0..90 {
+                core.record(2, 1, AccessKind::Read, 64);
+            }
+            for _ in 0..10 {
+                core.record(2, 0, AccessKind::Write, 64);
+            }
+            predictor.fold(&mut core);
+            affinity = predictor.tick();
+        }
+        let horizon = PredictorConfig::default().horizon as f64;
+        assert!((affinity.fragment_load(2) - 100.0 * horizon).abs() < 1.0);
+        assert!((affinity.share(1, 2) - 0.9).abs() < 0.01);
+        assert_eq!(predictor.series_count(), 2);
+        assert_eq!(affinity.fragment_load(0), 0.0);
+    }
+
+    #[test]
+    fn sequences_shift_affinity_towards_the_next_fragment() {
+        let config = PredictorConfig {
+            markov_weight: 0.5,
+            markov_steps: 1,
+            ..PredictorConfig::default()
+        };
+        let mut predictor = Predictor::new(3, config);
+        let mut core = CoreRecorder::new(3, 1, 2);
+        // Node 0 only touches fragment 0 so far, but its connection walks 0 -> 1 -> 0 -> 1.
+        for _ in 0..5 {
+            core.record(0, 0, AccessKind::Read, 1);
+        }
+        for fragment in [0, 1, 0, 1, 0] {
+            predictor.observe_sequence(0, 7, fragment);
+        }
+        predictor.fold(&mut core);
+        let affinity = predictor.tick();
+        assert!(affinity.fragment_load(1) > 0.0);
+    }
+}
