@@ -1,1 +1,148 @@
-fn main() {}
+//! `augur`: the one command line. `augur node` runs a storage node; `augur bench`
+//! runs the comparison benchmarks.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "augur",
+    version,
+    about = "augur: predictive RDMA-backed key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a storage node speaking the Redis protocol.
+    Node(Box<NodeArgs>),
+    /// Benchmarks that print ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// augur vs redis-server under the same redis-benchmark runs, plus bytes per key.
+    VsRedis(augur_bench::vs_redis::Options),
+}
+
+/// Flags override the config file, which overrides the defaults.
+#[derive(Args)]
+struct NodeArgs {
+    /// TOML config file (redis.conf names: port, bind, requirepass, maxmemory, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// Cores to run (one pinned executor each); default all.
+    #[arg(long)]
+    cores: Option<usize>,
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Memory limit for region bytes, e.g. 100mb; writes past it get -OOM.
+    #[arg(long)]
+    maxmemory: Option<String>,
+    #[arg(long)]
+    maxclients: Option<usize>,
+    /// Largest bulk string a client may send, e.g. 512mb.
+    #[arg(long)]
+    proto_max_bulk_len: Option<String>,
+    /// Longest inline command line, e.g. 64kb.
+    #[arg(long)]
+    max_inline_len: Option<String>,
+    /// Target bytes of one fragment's region, e.g. 16mb.
+    #[arg(long)]
+    region_size: Option<String>,
+    /// Back regions with huge pages (falls back, with a log line, if none are reserved).
+    #[arg(long)]
+    hugepages: Option<bool>,
+    /// Port of the Prometheus /metrics endpoint; 0 turns it off.
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Active expiry interval in milliseconds.
+    #[arg(long)]
+    expiry_interval_ms: Option<u64>,
+}
+
+fn memory(flag: &str, value: &str) -> anyhow::Result<u64> {
+    augur_node::config::parse_memory(value)
+        .with_context(|| format!("--{flag}: invalid amount '{value}'"))
+}
+
+impl NodeArgs {
+    fn into_config(self) -> anyhow::Result<augur_node::Config> {
+        let mut c = match &self.config {
+            Some(path) => augur_node::Config::load(path)?,
+            None => augur_node::Config::default(),
+        };
+        if let Some(v) = self.bind {
+            c.bind = v;
+        }
+        if let Some(v) = self.port {
+            c.port = v;
+        }
+        if let Some(v) = self.cores {
+            c.cores = v;
+        }
+        if let Some(v) = self.requirepass {
+            c.requirepass = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = self.maxmemory {
+            c.maxmemory = memory("maxmemory", &v)?;
+        }
+        if let Some(v) = self.maxclients {
+            c.maxclients = v;
+        }
+        if let Some(v) = self.proto_max_bulk_len {
+            c.proto_max_bulk_len = memory("proto-max-bulk-len", &v)?;
+        }
+        if let Some(v) = self.max_inline_len {
+            c.max_inline_len = memory("max-inline-len", &v)?;
+        }
+        if let Some(v) = self.region_size {
+            c.region_size = memory("region-size", &v)?;
+        }
+        if let Some(v) = self.hugepages {
+            c.hugepages = v;
+        }
+        if let Some(v) = self.admin_port {
+            c.admin_port = v;
+        }
+        if let Some(v) = self.expiry_interval_ms {
+            c.expiry_interval_ms = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Node(args) => {
+            let config = args.into_config()?;
+            let node = augur_node::start(config).context("starting the node")?;
+            println!("augur node listening on port {}", node.port);
+            if let Some(p) = node.admin_port {
+                println!("metrics on http://{}:{p}/metrics", node.shared.config.bind);
+            }
+            node.wait();
+            Ok(())
+        }
+        Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
+    }
+}

@@ -504,7 +504,7 @@ impl Fragment {
         let mut sample = Vec::with_capacity(SAMPLE.min(self.live_keys));
         self.for_each_current(|_, r| {
             if !r.is_tombstone() && !r.is_expired(now_ms) {
-                if seen % stride == 0 {
+                if seen.is_multiple_of(stride) {
                     sample.push(Bytes::copy_from_slice(r.key));
                 }
                 seen += 1;

@@ -97,7 +97,7 @@ impl Region {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len());
         // SAFETY: the mapping is page aligned, `offset` is a multiple of 8 and in
         // bounds (asserted), so the pointer is valid and aligned for an AtomicU64 for
         // as long as `self` (the mapping) lives, which bounds the returned borrow.

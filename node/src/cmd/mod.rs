@@ -1,0 +1,238 @@
+//! Commands: from a request's arguments to a `Plan` the connection can execute.
+//!
+//! - `Plan::Keys`: per-key operations (`keyop`), routed by key to the owning core and
+//!   combined into one reply (GET, SET, MGET, DEL, ...);
+//! - `Plan::Conn`: answered by the connection itself (PING, HELLO, CLIENT, INFO, ...);
+//! - `Plan::Fanout`: asked of every core (DBSIZE, FLUSHALL, SCAN, KEYS).
+//!
+//! One file per command family; `table` holds names, arities and flags.
+
+pub mod args;
+pub mod keyop;
+pub mod table;
+
+mod connection;
+mod del;
+mod expire;
+mod get;
+mod incr;
+mod scan;
+mod server;
+mod set;
+mod strings;
+
+use bytes::Bytes;
+
+pub use keyop::{apply, KeyOp, KeyRequest};
+
+use crate::resp::Frame;
+
+/// How the per-key replies of a `Plan::Keys` become the command's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// One key, its reply as is.
+    One,
+    /// MGET: an array of the replies.
+    Array,
+    /// DEL, EXISTS: the sum of integer replies.
+    Sum,
+    /// MSET: OK (or the first error).
+    Ok,
+}
+
+#[derive(Debug)]
+pub struct KeyPlan {
+    pub reqs: Vec<KeyRequest>,
+    pub combine: Combine,
+}
+
+#[derive(Debug)]
+pub enum ConnCmd {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    Hello {
+        proto: Option<i64>,
+        auth: Option<(Bytes, Bytes)>,
+        name: Option<Bytes>,
+    },
+    Auth {
+        user: Option<Bytes>,
+        password: Bytes,
+    },
+    Select(i64),
+    Quit,
+    ClientSetName(Bytes),
+    ClientGetName,
+    ClientId,
+    ClientInfo,
+    ClientList,
+    /// CLIENT SETINFO and other subcommands that only need an OK.
+    ClientOk,
+    CommandCount,
+    CommandList,
+    CommandDocs,
+    CommandInfo(Vec<Bytes>),
+    ConfigGet(Vec<Bytes>),
+    ConfigSet(Vec<(Bytes, Bytes)>),
+    ConfigResetStat,
+    Info(Vec<String>),
+    Time,
+}
+
+#[derive(Debug)]
+pub enum FanoutCmd {
+    DbSize,
+    FlushAll,
+    Scan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: usize,
+    },
+    Keys(Bytes),
+}
+
+#[derive(Debug)]
+pub enum Plan {
+    Keys(KeyPlan),
+    Conn(ConnCmd),
+    Fanout(FanoutCmd),
+}
+
+/// Settings a parser needs from the running config.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseContext {
+    pub now_ms: u64,
+    pub max_bulk_len: usize,
+}
+
+impl Plan {
+    pub fn one(key: Bytes, op: KeyOp) -> Plan {
+        Plan::Keys(KeyPlan {
+            reqs: vec![KeyRequest { key, op }],
+            combine: Combine::One,
+        })
+    }
+}
+
+/// Parse a request (`args[0]` is the command name). Errors are the reply to send.
+pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
+    let name = args::upper(&args[0]);
+    let Some(spec) = table::lookup(&name) else {
+        return Err(unknown_command(args));
+    };
+    let arity_ok = if spec.arity >= 0 {
+        args.len() == spec.arity as usize
+    } else {
+        args.len() >= spec.arity.unsigned_abs() as usize
+    };
+    if !arity_ok {
+        return Err(args::wrong_arity(&name));
+    }
+    let rest = &args[1..];
+    match name.as_str() {
+        "GET" | "GETDEL" | "MGET" => get::parse(&name, rest),
+        "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" => set::parse(&name, rest, ctx),
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" => incr::parse(&name, rest),
+        "APPEND" | "STRLEN" => strings::parse(&name, rest, ctx),
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "EXPIRETIME"
+        | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
+        "DEL" | "UNLINK" | "EXISTS" | "TYPE" => del::parse(&name, rest),
+        "SCAN" | "KEYS" => scan::parse(&name, rest),
+        "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" => {
+            server::parse(&name, rest)
+        }
+        _ => connection::parse(&name, rest),
+    }
+}
+
+fn unknown_command(args: &[Bytes]) -> Frame {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        truncate(&args[0])
+    );
+    for a in args.iter().skip(1).take(16) {
+        msg.push_str(&format!("'{}' ", truncate(a)));
+    }
+    Frame::error(msg)
+}
+
+fn truncate(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(words: &[&str]) -> Result<Plan, Frame> {
+        let args: Vec<Bytes> = words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        parse(
+            &args,
+            &ParseContext {
+                now_ms: 1_000_000,
+                max_bulk_len: 512 << 20,
+            },
+        )
+    }
+
+    fn err(words: &[&str]) -> String {
+        match p(words) {
+            Err(Frame::Error(e)) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("expected error for {words:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_error_shapes() {
+        assert_eq!(
+            err(&["foo", "a", "b"]),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            err(&["get"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(err(&["set", "k", "v", "nx", "xx"]), "ERR syntax error");
+        assert_eq!(
+            err(&["set", "k", "v", "ex", "0"]),
+            "ERR invalid expire time in 'set' command"
+        );
+        assert_eq!(err(&["set", "k", "v", "ex", "x"]), args::NOT_INTEGER);
+        assert_eq!(
+            err(&["mset", "a", "1", "b"]),
+            "ERR wrong number of arguments for 'mset' command"
+        );
+        assert_eq!(err(&["incrby", "k", "1.5"]), args::NOT_INTEGER);
+        assert_eq!(err(&["scan", "x"]), "ERR invalid cursor");
+    }
+
+    #[test]
+    fn set_options_become_one_key_op() {
+        let Ok(Plan::Keys(plan)) = p(&["SET", "k", "v", "PX", "1500", "GET"]) else {
+            panic!("not a key plan")
+        };
+        match &plan.reqs[0].op {
+            KeyOp::Set { ttl, get, .. } => {
+                assert_eq!(*ttl, keyop::Ttl::At(1_001_500));
+                assert!(*get);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn multi_key_commands_fan_out_per_key() {
+        let Ok(Plan::Keys(plan)) = p(&["MGET", "a", "b", "c"]) else {
+            panic!("not a key plan")
+        };
+        assert_eq!(plan.reqs.len(), 3);
+        assert_eq!(plan.combine, Combine::Array);
+        let Ok(Plan::Keys(plan)) = p(&["DEL", "a", "b"]) else {
+            panic!("not a key plan")
+        };
+        assert_eq!(plan.combine, Combine::Sum);
+    }
+}

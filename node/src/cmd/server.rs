@@ -1,0 +1,69 @@
+//! DBSIZE, FLUSHALL/FLUSHDB, INFO, CONFIG GET/SET/RESETSTAT, COMMAND, TIME.
+
+use bytes::Bytes;
+
+use super::args::{self, upper};
+use super::{ConnCmd, FanoutCmd, Plan};
+use crate::resp::Frame;
+
+pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
+    Ok(match name {
+        "DBSIZE" => Plan::Fanout(FanoutCmd::DbSize),
+        "FLUSHALL" | "FLUSHDB" => {
+            for a in args {
+                if !matches!(upper(a).as_str(), "ASYNC" | "SYNC") {
+                    return Err(Frame::error(args::SYNTAX));
+                }
+            }
+            Plan::Fanout(FanoutCmd::FlushAll)
+        }
+        "INFO" => Plan::Conn(ConnCmd::Info(
+            args.iter()
+                .map(|a| String::from_utf8_lossy(a).to_lowercase())
+                .collect(),
+        )),
+        "TIME" => Plan::Conn(ConnCmd::Time),
+        "CONFIG" => config(args)?,
+        _ => command(args)?,
+    })
+}
+
+fn subcommand_error(cmd: &str, sub: &Bytes) -> Frame {
+    Frame::error(format!(
+        "ERR unknown subcommand '{}'. Try {cmd} HELP.",
+        String::from_utf8_lossy(sub)
+    ))
+}
+
+fn config(args: &[Bytes]) -> Result<Plan, Frame> {
+    let sub = upper(&args[0]);
+    let rest = &args[1..];
+    Ok(Plan::Conn(match sub.as_str() {
+        "GET" if !rest.is_empty() => ConnCmd::ConfigGet(rest.to_vec()),
+        "SET" if !rest.is_empty() && rest.len().is_multiple_of(2) => ConnCmd::ConfigSet(
+            rest.chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+        ),
+        "RESETSTAT" if rest.is_empty() => ConnCmd::ConfigResetStat,
+        "GET" | "SET" | "RESETSTAT" => {
+            return Err(Frame::error(format!(
+                "ERR wrong number of arguments for 'config|{}' command",
+                sub.to_lowercase()
+            )))
+        }
+        _ => return Err(subcommand_error("CONFIG", &args[0])),
+    }))
+}
+
+fn command(args: &[Bytes]) -> Result<Plan, Frame> {
+    let Some(sub) = args.first() else {
+        return Ok(Plan::Conn(ConnCmd::CommandList));
+    };
+    Ok(Plan::Conn(match upper(sub).as_str() {
+        "COUNT" => ConnCmd::CommandCount,
+        "DOCS" => ConnCmd::CommandDocs,
+        "INFO" => ConnCmd::CommandInfo(args[1..].to_vec()),
+        _ => return Err(subcommand_error("COMMAND", sub)),
+    }))
+}

@@ -1,0 +1,89 @@
+//! Every command augur knows: name, arity (negative: at least), flags and key
+//! positions, in the shape `COMMAND` reports them.
+
+pub struct Spec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    flags: &'static [&'static str],
+    keys: (i32, i32, i32),
+) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+    }
+}
+
+const W: &[&str] = &["write", "denyoom", "fast"];
+const WS: &[&str] = &["write"];
+const R: &[&str] = &["readonly", "fast"];
+const RS: &[&str] = &["readonly"];
+const C: &[&str] = &["fast", "no-auth"];
+const A: &[&str] = &["admin", "noscript"];
+const NONE: (i32, i32, i32) = (0, 0, 0);
+const ONE: (i32, i32, i32) = (1, 1, 1);
+
+pub static COMMANDS: &[Spec] = &[
+    spec("get", 2, R, ONE),
+    spec("getdel", 2, W, ONE),
+    spec("mget", -2, R, (1, -1, 1)),
+    spec("set", -3, W, ONE),
+    spec("setnx", 3, W, ONE),
+    spec("setex", 4, W, ONE),
+    spec("psetex", 4, W, ONE),
+    spec("getset", 3, W, ONE),
+    spec("mset", -3, W, (1, -1, 2)),
+    spec("incr", 2, W, ONE),
+    spec("decr", 2, W, ONE),
+    spec("incrby", 3, W, ONE),
+    spec("decrby", 3, W, ONE),
+    spec("append", 3, W, ONE),
+    spec("strlen", 2, R, ONE),
+    spec("expire", -3, WS, ONE),
+    spec("pexpire", -3, WS, ONE),
+    spec("expireat", -3, WS, ONE),
+    spec("pexpireat", -3, WS, ONE),
+    spec("ttl", 2, R, ONE),
+    spec("pttl", 2, R, ONE),
+    spec("expiretime", 2, R, ONE),
+    spec("pexpiretime", 2, R, ONE),
+    spec("persist", 2, WS, ONE),
+    spec("del", -2, WS, (1, -1, 1)),
+    spec("unlink", -2, WS, (1, -1, 1)),
+    spec("exists", -2, R, (1, -1, 1)),
+    spec("type", 2, R, ONE),
+    spec("scan", -2, RS, NONE),
+    spec("keys", 2, RS, NONE),
+    spec("dbsize", 1, R, NONE),
+    spec("flushall", -1, WS, NONE),
+    spec("flushdb", -1, WS, NONE),
+    spec("info", -1, RS, NONE),
+    spec("config", -2, A, NONE),
+    spec("command", -1, &["loading", "stale"], NONE),
+    spec("time", 1, R, NONE),
+    spec("ping", -1, &["fast"], NONE),
+    spec("echo", 2, &["fast"], NONE),
+    spec("hello", -1, C, NONE),
+    spec("auth", -2, C, NONE),
+    spec("select", 2, &["fast", "loading"], NONE),
+    spec("quit", -1, C, NONE),
+    spec("client", -2, &["admin", "noscript", "loading"], NONE),
+];
+
+pub fn lookup(upper_name: &str) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(upper_name))
+}

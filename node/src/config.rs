@@ -1,0 +1,161 @@
+//! Node configuration: a TOML file (redis.conf names where the concept is the same)
+//! whose every field a command-line flag can override.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; loopback unless you mean to expose the node.
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Cores (executors) to run; 0 means every available core.
+    pub cores: usize,
+    pub requirepass: Option<String>,
+    /// Bytes of region memory after which writes get -OOM; 0 means no limit.
+    #[serde(deserialize_with = "de_memory")]
+    pub maxmemory: u64,
+    pub maxclients: usize,
+    #[serde(deserialize_with = "de_memory")]
+    pub proto_max_bulk_len: u64,
+    #[serde(deserialize_with = "de_memory")]
+    pub max_inline_len: u64,
+    /// Target size of one fragment's region; a fragment whose live data outgrows
+    /// half of it is split.
+    #[serde(deserialize_with = "de_memory")]
+    pub region_size: u64,
+    /// Back regions with huge pages when the system has them reserved.
+    pub hugepages: bool,
+    /// Port of the admin HTTP endpoint (`/metrics`); 0 turns it off.
+    pub admin_port: u16,
+    /// Active expiry: how often each core removes due keys, in ms.
+    pub expiry_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 6379,
+            cores: 0,
+            requirepass: None,
+            maxmemory: 0,
+            maxclients: 10_000,
+            proto_max_bulk_len: 512 << 20,
+            max_inline_len: 64 << 10,
+            region_size: 16 << 20,
+            hugepages: false,
+            admin_port: 9121,
+            expiry_interval_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid config {0}: {1}")]
+    Parse(String, toml::de::Error),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.region_size < (64 << 10) {
+            return invalid("region-size must be at least 64kb");
+        }
+        if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > (1 << 30) - 1 {
+            return invalid("proto-max-bulk-len must be between 1kb and 1gb");
+        }
+        if self.maxclients == 0 {
+            return invalid("maxclients must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Cores to run: the configured count, or all the machine has.
+    pub fn core_count(&self) -> usize {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Parse a memory amount the way redis.conf does: `1000`, `64kb`, `16mb`, `1gb`,
+/// `1k` (1000), `1m`, `1g`.
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Number(u64),
+        Text(String),
+    }
+    match Amount::deserialize(d)? {
+        Amount::Number(n) => Ok(n),
+        Amount::Text(t) => parse_memory(&t)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid memory amount '{t}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units_like_redis_conf() {
+        assert_eq!(parse_memory("100"), Some(100));
+        assert_eq!(parse_memory("64kb"), Some(65536));
+        assert_eq!(parse_memory("1GB"), Some(1 << 30));
+        assert_eq!(parse_memory("2m"), Some(2_000_000));
+        assert_eq!(parse_memory("x"), None);
+        assert_eq!(parse_memory("10tb"), None);
+    }
+
+    #[test]
+    fn toml_with_redis_names_and_units() {
+        let c: Config = toml::from_str(
+            "port = 7000\nmaxmemory = \"100mb\"\nregion-size = 1048576\nrequirepass = \"pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.maxmemory, 100 << 20);
+        assert_eq!(c.region_size, 1 << 20);
+        assert_eq!(c.requirepass.as_deref(), Some("pw"));
+        assert!(toml::from_str::<Config>("no-such-key = 1").is_err());
+    }
+}

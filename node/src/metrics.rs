@@ -1,0 +1,164 @@
+//! `/metrics` in Prometheus text format on the admin port, served by a plain thread
+//! so scraping never touches a data core.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::node::NodeShared;
+use crate::shard::stats::{get, CoreStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CoreLabel {
+    core: String,
+}
+
+/// Start the endpoint; returns the bound port.
+pub fn serve(shared: Arc<NodeShared>, addr: SocketAddr) -> std::io::Result<u16> {
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    std::thread::Builder::new()
+        .name("augur-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(&shared, stream) {
+                    tracing::debug!("admin request failed: {e}");
+                }
+            }
+        })?;
+    Ok(port)
+}
+
+fn answer(shared: &NodeShared, mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request_line = String::new();
+    let mut reader = BufReader::new(stream.try_clone()?);
+    reader.read_line(&mut request_line)?;
+    // Drain the headers.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let (status, body) = if path == "/metrics" {
+        ("200 OK", render(shared))
+    } else {
+        ("404 Not Found", "not found: try /metrics\n".to_string())
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub fn render(shared: &NodeShared) -> String {
+    let mut registry = Registry::with_prefix("augur");
+    let per_core = |registry: &mut Registry,
+                    name: &str,
+                    help: &str,
+                    counter: bool,
+                    field: fn(&CoreStats) -> &AtomicU64| {
+        if counter {
+            let family = Family::<CoreLabel, Counter>::default();
+            for (i, s) in shared.stats.iter().enumerate() {
+                family
+                    .get_or_create(&CoreLabel {
+                        core: i.to_string(),
+                    })
+                    .inc_by(get(field(s)));
+            }
+            registry.register(name, help, family);
+        } else {
+            let family = Family::<CoreLabel, Gauge>::default();
+            for (i, s) in shared.stats.iter().enumerate() {
+                family
+                    .get_or_create(&CoreLabel {
+                        core: i.to_string(),
+                    })
+                    .set(get(field(s)) as i64);
+            }
+            registry.register(name, help, family);
+        }
+    };
+    per_core(&mut registry, "commands", "Commands processed", true, |s| {
+        &s.commands
+    });
+    per_core(
+        &mut registry,
+        "keyspace_hits",
+        "GETs that found a key",
+        true,
+        |s| &s.hits,
+    );
+    per_core(
+        &mut registry,
+        "keyspace_misses",
+        "GETs that found no key",
+        true,
+        |s| &s.misses,
+    );
+    per_core(
+        &mut registry,
+        "expired_keys",
+        "Keys removed by expiry",
+        true,
+        |s| &s.expired,
+    );
+    per_core(
+        &mut registry,
+        "cross_core_requests",
+        "Key requests sent to another core",
+        true,
+        |s| &s.cross_core,
+    );
+    per_core(&mut registry, "splits", "Fragment splits", true, |s| {
+        &s.splits
+    });
+    per_core(
+        &mut registry,
+        "compactions",
+        "Fragment compactions",
+        true,
+        |s| &s.compactions,
+    );
+    per_core(&mut registry, "keys", "Keys held", false, |s| &s.keys);
+    per_core(
+        &mut registry,
+        "used_bytes",
+        "Region bytes in use (header, index, log)",
+        false,
+        |s| &s.used_bytes,
+    );
+    per_core(
+        &mut registry,
+        "region_bytes",
+        "Region bytes mapped",
+        false,
+        |s| &s.region_bytes,
+    );
+    per_core(&mut registry, "fragments", "Fragments owned", false, |s| {
+        &s.fragments
+    });
+    per_core(
+        &mut registry,
+        "connections",
+        "Open client connections",
+        false,
+        |s| &s.connections,
+    );
+    let mut out = String::new();
+    if encode(&mut out, &registry).is_err() {
+        out = "# encoding failed\n".into();
+    }
+    out
+}

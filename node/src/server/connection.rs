@@ -1,0 +1,325 @@
+//! One client connection: read what has arrived, parse every complete request in it,
+//! execute them as a batch (pipelining), write all replies in order with one write.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::cmd::{self, args, Combine, FanoutCmd, KeyRequest, ParseContext, Plan};
+use crate::node::CoreCtx;
+use crate::resp::{next_request, Frame, Limits};
+use crate::shard::msg::{FanoutBody, FanoutReq};
+use crate::shard::stats;
+
+const READ_CHUNK: usize = 64 << 10;
+
+/// Per-connection protocol state.
+pub struct Session {
+    pub id: u64,
+    pub resp3: bool,
+    pub authenticated: bool,
+    pub quit: bool,
+}
+
+pub async fn serve(ctx: Rc<CoreCtx>, mut stream: TcpStream) {
+    let shared = ctx.shared.clone();
+    let core_stats = &shared.stats[ctx.core];
+    let max = shared.maxclients.load(std::sync::atomic::Ordering::Relaxed);
+    let Some(id) = shared.clients.register(
+        stream.peer_addr().ok(),
+        stream.local_addr().ok(),
+        ctx.core,
+        max,
+    ) else {
+        stats::bump(&core_stats.rejected_connections, 1);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    stats::bump(&core_stats.connections, 1);
+    stats::bump(&core_stats.connections_total, 1);
+    let mut session = Session {
+        id,
+        resp3: false,
+        authenticated: shared.password().is_none(),
+        quit: false,
+    };
+    if let Err(e) = run(&ctx, &mut stream, &mut session).await {
+        tracing::debug!(client = id, "connection ended: {e}");
+    }
+    shared.clients.remove(id);
+    stats::set(
+        &core_stats.connections,
+        stats::get(&core_stats.connections).saturating_sub(1),
+    );
+}
+
+async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        input.extend_from_slice(&chunk[..n]);
+        let limits = Limits {
+            max_bulk_len: ctx
+                .shared
+                .max_bulk_len
+                .load(std::sync::atomic::Ordering::Relaxed) as usize,
+            max_inline_len: ctx.shared.config.max_inline_len as usize,
+            ..Limits::default()
+        };
+        let mut requests = Vec::new();
+        let mut protocol_error = None;
+        loop {
+            match next_request(&mut input, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let replies = execute_batch(ctx, session, requests).await;
+        for reply in &replies {
+            reply.encode(&mut output, session.resp3);
+        }
+        if let Some(e) = &protocol_error {
+            Frame::error(format!("ERR {e}")).encode(&mut output, session.resp3);
+        }
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
+        }
+        if protocol_error.is_some() || session.quit {
+            return Ok(());
+        }
+        // Don't hold on to a large buffer after a large request.
+        if input.capacity() > 4 * READ_CHUNK && input.is_empty() {
+            input = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// A reply that is ready, or the per-key replies it will be combined from.
+enum Slot {
+    Ready(Frame),
+    Keys {
+        combine: Combine,
+        first: usize,
+        len: usize,
+    },
+}
+
+/// Execute pipelined requests. Key commands run together (local ones at once, others
+/// batched per core); a command that is not per-key first waits for the key
+/// commands before it, so effects stay in request order.
+pub async fn execute_batch(
+    ctx: &CoreCtx,
+    session: &mut Session,
+    requests: Vec<Vec<Bytes>>,
+) -> Vec<Frame> {
+    let shared = &ctx.shared;
+    stats::bump(&shared.stats[ctx.core].commands, requests.len() as u64);
+    let parse_ctx = ParseContext {
+        now_ms: args::now_ms(),
+        max_bulk_len: shared
+            .max_bulk_len
+            .load(std::sync::atomic::Ordering::Relaxed) as usize,
+    };
+    let mut slots: Vec<Slot> = Vec::with_capacity(requests.len());
+    let mut pending: Vec<KeyRequest> = Vec::new();
+    let mut key_replies: Vec<Frame> = Vec::new();
+    for request in requests {
+        if !session.authenticated && !allowed_before_auth(&request[0]) {
+            slots.push(Slot::Ready(Frame::error("NOAUTH Authentication required.")));
+            continue;
+        }
+        match cmd::parse(&request, &parse_ctx) {
+            Err(e) => slots.push(Slot::Ready(e)),
+            Ok(Plan::Keys(plan)) => {
+                if plan.reqs.iter().any(|r| r.op.grows()) && shared.over_maxmemory() {
+                    slots.push(Slot::Ready(Frame::error(
+                        "OOM command not allowed when used memory > 'maxmemory'.",
+                    )));
+                    continue;
+                }
+                slots.push(Slot::Keys {
+                    combine: plan.combine,
+                    first: key_replies.len() + pending.len(),
+                    len: plan.reqs.len(),
+                });
+                pending.extend(plan.reqs);
+            }
+            Ok(other) => {
+                if !pending.is_empty() {
+                    key_replies.extend(ctx.run_keys(std::mem::take(&mut pending)).await);
+                }
+                let reply = match other {
+                    Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
+                    Plan::Fanout(f) => fanout(ctx, f).await,
+                    Plan::Keys(_) => Frame::error("ERR internal"),
+                };
+                slots.push(Slot::Ready(reply));
+                if session.quit {
+                    break;
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        key_replies.extend(ctx.run_keys(pending).await);
+    }
+    let mut key_replies = key_replies.into_iter().map(Some).collect::<Vec<_>>();
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Ready(f) => f,
+            Slot::Keys {
+                combine,
+                first,
+                len,
+            } => combine_replies(
+                combine,
+                key_replies[first..first + len]
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect(),
+            ),
+        })
+        .collect()
+}
+
+fn allowed_before_auth(name: &[u8]) -> bool {
+    [&b"AUTH"[..], b"HELLO", b"QUIT"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
+    match combine {
+        Combine::One => replies.pop().unwrap_or(Frame::Null),
+        Combine::Array => Frame::Array(replies),
+        Combine::Sum => {
+            let mut sum = 0;
+            for r in replies {
+                match r {
+                    Frame::Integer(n) => sum += n,
+                    err => return err,
+                }
+            }
+            Frame::Integer(sum)
+        }
+        Combine::Ok => replies
+            .into_iter()
+            .find(Frame::is_error)
+            .unwrap_or_else(Frame::ok),
+    }
+}
+
+async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
+    match cmd {
+        FanoutCmd::DbSize => {
+            let replies = ctx.fanout(FanoutReq::DbSize).await;
+            Frame::Integer(
+                replies
+                    .iter()
+                    .map(|r| match r.body {
+                        FanoutBody::Count(n) => n as i64,
+                        _ => 0,
+                    })
+                    .sum(),
+            )
+        }
+        FanoutCmd::FlushAll => {
+            ctx.fanout(FanoutReq::FlushAll).await;
+            Frame::ok()
+        }
+        FanoutCmd::Keys(pattern) => {
+            let mut keys: Vec<Bytes> = ctx
+                .fanout(FanoutReq::Keys(pattern))
+                .await
+                .into_iter()
+                .flat_map(|r| match r.body {
+                    FanoutBody::Keys(k) => k,
+                    _ => Vec::new(),
+                })
+                .collect();
+            keys.sort_unstable();
+            Frame::Array(keys.into_iter().map(Frame::Bulk).collect())
+        }
+        FanoutCmd::Scan {
+            cursor,
+            pattern,
+            count,
+        } => scan(ctx, cursor, pattern, count).await,
+    }
+}
+
+/// One SCAN call: every core examines up to `count` keys after the cursor's key; the
+/// reply holds the matches up to the smallest key any core stopped at, and the new
+/// cursor resumes after it. Keys are returned in order, each once.
+async fn scan(ctx: &CoreCtx, cursor: u64, pattern: Option<Bytes>, count: usize) -> Frame {
+    let (after, started) = if cursor == 0 {
+        (None, std::time::Instant::now())
+    } else {
+        let found = match ctx.shared.cursors.lock() {
+            Ok(mut c) => c.get(cursor),
+            Err(poisoned) => poisoned.into_inner().get(cursor),
+        };
+        match found {
+            Some(c) => (Some(c.after), c.started),
+            None => return Frame::error("ERR invalid cursor"),
+        }
+    };
+    let replies = ctx
+        .fanout(FanoutReq::ScanStep {
+            after,
+            count,
+            pattern,
+            started,
+        })
+        .await;
+    let mut keys = Vec::new();
+    let mut frontier: Option<Bytes> = None;
+    for reply in replies {
+        if let FanoutBody::Scan {
+            keys: k,
+            frontier: f,
+        } = reply.body
+        {
+            keys.extend(k);
+            if let Some(f) = f {
+                frontier = Some(match frontier {
+                    Some(cur) if cur <= f => cur,
+                    _ => f,
+                });
+            }
+        }
+    }
+    keys.sort_unstable();
+    let next = match &frontier {
+        Some(f) => {
+            keys.retain(|k| k <= f);
+            let id = match ctx.shared.cursors.lock() {
+                Ok(mut c) => c.open(f.clone(), started),
+                Err(poisoned) => poisoned.into_inner().open(f.clone(), started),
+            };
+            id.to_string()
+        }
+        None => "0".to_string(),
+    };
+    Frame::Array(vec![
+        Frame::Bulk(Bytes::from(next)),
+        Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+    ])
+}

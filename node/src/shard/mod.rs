@@ -1,0 +1,416 @@
+//! One core's share of the node: the fragments it owns (and is the only writer to),
+//! plus where it sent the ones it gave away. Everything here runs on that core's
+//! executor, so there are no locks on the data path.
+
+pub mod cursors;
+pub mod msg;
+pub mod routes;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::cmd::{self, KeyOp, KeyRequest};
+use crate::node::NodeShared;
+use crate::resp::Frame;
+use crate::store::{Fragment, FragmentId, StoreError};
+use msg::{FanoutBody, FanoutReply, FanoutReq};
+use stats::{bump, set};
+
+/// What became of a key request given to this core.
+pub enum Outcome {
+    Done(Frame),
+    /// The key's fragment lives on another core now; send the request there.
+    Forward(usize),
+}
+
+/// A sorted listing of a fragment's keys, reused by SCAN steps while valid.
+struct KeyListing {
+    built: Instant,
+    changes: u64,
+    generation: u64,
+    keys: Arc<Vec<Bytes>>,
+}
+
+pub struct Shard {
+    pub core: usize,
+    shared: Arc<NodeShared>,
+    fragments: BTreeMap<Bytes, Fragment>,
+    /// Ranges given to other cores: lo → (hi, core).
+    forwarded: BTreeMap<Bytes, (Option<Bytes>, usize)>,
+    listings: HashMap<FragmentId, KeyListing>,
+    hits: u64,
+    misses: u64,
+    expired: u64,
+    splits: u64,
+    compactions: u64,
+}
+
+impl Shard {
+    /// The shard for `core`, owning the ranges the initial route table gives it.
+    pub fn new(core: usize, shared: Arc<NodeShared>) -> Result<Shard, StoreError> {
+        let cores = shared.core_count();
+        let mut fragments = BTreeMap::new();
+        let lo = if core == 0 {
+            Bytes::new()
+        } else {
+            Bytes::from(vec![(core * 256 / cores) as u8])
+        };
+        let hi = (core + 1 < cores).then(|| Bytes::from(vec![((core + 1) * 256 / cores) as u8]));
+        let id = shared.next_fragment_id();
+        let fragment = Fragment::create(
+            id,
+            lo.clone(),
+            hi,
+            shared.default_geometry(),
+            1,
+            shared.config.hugepages,
+        )?;
+        fragments.insert(lo, fragment);
+        let shard = Shard {
+            core,
+            shared,
+            fragments,
+            forwarded: BTreeMap::new(),
+            listings: HashMap::new(),
+            hits: 0,
+            misses: 0,
+            expired: 0,
+            splits: 0,
+            compactions: 0,
+        };
+        shard.publish_stats();
+        Ok(shard)
+    }
+
+    fn locate(&self, key: &[u8]) -> Option<Bytes> {
+        self.fragments
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .filter(|(_, f)| f.contains(key))
+            .map(|(lo, _)| lo.clone())
+    }
+
+    fn forward_target(&self, key: &[u8]) -> Option<usize> {
+        let via_pointer = self
+            .forwarded
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .filter(|(_, (hi, _))| hi.as_ref().is_none_or(|hi| key < &hi[..]))
+            .map(|(_, (_, core))| *core);
+        via_pointer.or_else(|| {
+            let core = self.shared.routes.snapshot().core_for(key);
+            (core != self.core).then_some(core)
+        })
+    }
+
+    /// Execute one key request here, or say where it must go.
+    pub fn execute(&mut self, req: &KeyRequest, now: u64) -> Outcome {
+        for _attempt in 0..4 {
+            let Some(lo) = self.locate(&req.key) else {
+                return match self.forward_target(&req.key) {
+                    Some(core) => Outcome::Forward(core),
+                    None => Outcome::Done(Frame::error("ERR internal: no fragment holds this key")),
+                };
+            };
+            let Some(fragment) = self.fragments.get_mut(&lo) else {
+                break;
+            };
+            match cmd::apply(fragment, &req.key, &req.op, now) {
+                Ok(reply) => {
+                    if matches!(req.op, KeyOp::Get) {
+                        if matches!(reply, Frame::Null) {
+                            self.misses += 1;
+                        } else {
+                            self.hits += 1;
+                        }
+                    }
+                    return Outcome::Done(reply);
+                }
+                Err(StoreError::Full { need }) => {
+                    if let Err(e) = self.make_room(&lo, need, now) {
+                        tracing::error!(core = self.core, "cannot make room in fragment: {e}");
+                        return Outcome::Done(Frame::error(format!("ERR {e}")));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(core = self.core, "store error: {e}");
+                    return Outcome::Done(Frame::error(format!("ERR {e}")));
+                }
+            }
+        }
+        Outcome::Done(Frame::error("ERR internal: no room after compaction"))
+    }
+
+    /// A fragment is full: split it if it has outgrown half a region, else compact it.
+    fn make_room(&mut self, lo: &Bytes, need: usize, now: u64) -> Result<(), StoreError> {
+        let Some(fragment) = self.fragments.get(lo) else {
+            return Ok(());
+        };
+        let target = self.shared.config.region_size as usize;
+        let hugetlb = self.shared.config.hugepages;
+        let half = self.shared.default_geometry().log_capacity / 2;
+        if fragment.live_bytes() + need > half {
+            if let Some(at) = fragment.split_key(now)? {
+                let upper_id = self.shared.next_fragment_id();
+                let (lower, upper) = fragment.split(at.clone(), upper_id, target, now, hugetlb)?;
+                tracing::debug!(
+                    core = self.core,
+                    lower = lower.live_keys(),
+                    upper = upper.live_keys(),
+                    "split fragment"
+                );
+                self.listings.remove(&lower.id());
+                self.fragments.insert(lo.clone(), lower);
+                self.fragments.insert(at.clone(), upper);
+                self.shared.routes.update(|t| t.add_boundary(&at));
+                self.splits += 1;
+                return Ok(());
+            }
+        }
+        let compacted = fragment.compact(target, need, now, hugetlb)?;
+        self.fragments.insert(lo.clone(), compacted);
+        self.compactions += 1;
+        Ok(())
+    }
+
+    /// Active expiry: remove due keys, a bounded number per fragment per call.
+    pub fn expire_due(&mut self, now: u64) {
+        for fragment in self.fragments.values_mut() {
+            match fragment.expire_due(now, 200) {
+                Ok(n) => self.expired += n as u64,
+                Err(e) => tracing::error!(core = self.core, "active expiry: {e}"),
+            }
+        }
+    }
+
+    /// Publish this core's totals for INFO, /metrics, maxmemory and rebalancing.
+    pub fn publish_stats(&self) {
+        let s = &self.shared.stats[self.core];
+        let (mut keys, mut used, mut mapped, mut expiring) = (0, 0, 0, 0);
+        for f in self.fragments.values() {
+            keys += f.live_keys() as u64;
+            used += f.used_bytes() as u64;
+            mapped += f.region_len() as u64;
+            expiring += f.expiring() as u64;
+        }
+        set(&s.keys, keys);
+        set(&s.used_bytes, used);
+        set(&s.region_bytes, mapped);
+        set(&s.expiring, expiring);
+        set(&s.fragments, self.fragments.len() as u64);
+        set(&s.hits, self.hits);
+        set(&s.misses, self.misses);
+        set(&s.expired, self.expired);
+        set(&s.splits, self.splits);
+        set(&s.compactions, self.compactions);
+    }
+
+    /// If this core holds clearly more bytes than the lightest core, pick a fragment
+    /// to give it: the largest that does not overshoot the midpoint.
+    pub fn pick_fragment_to_move(&mut self) -> Option<(usize, Fragment)> {
+        if self.fragments.len() < 2 {
+            return None;
+        }
+        let used: Vec<u64> = self
+            .shared
+            .stats
+            .iter()
+            .map(|s| stats::get(&s.used_bytes))
+            .collect();
+        let (target, &lightest) = used.iter().enumerate().min_by_key(|(_, u)| **u)?;
+        let mine = used[self.core];
+        if target == self.core || mine <= lightest + self.shared.config.region_size {
+            return None;
+        }
+        let gap = (mine - lightest) / 2;
+        let lo = self
+            .fragments
+            .iter()
+            .filter(|(_, f)| (f.used_bytes() as u64) <= gap)
+            .max_by_key(|(_, f)| f.used_bytes())
+            .map(|(lo, _)| lo.clone())?;
+        let fragment = self.fragments.remove(&lo)?;
+        Some((target, fragment))
+    }
+
+    /// The fragment was handed to `core`: requests for it go there from now on.
+    pub fn moved(&mut self, id: FragmentId, lo: Bytes, hi: Option<Bytes>, core: usize) {
+        self.forwarded.insert(lo, (hi, core));
+        self.listings.remove(&id);
+        bump(&self.shared.stats[self.core].moves_out, 1);
+        self.publish_stats();
+    }
+
+    /// The move did not happen: keep the fragment.
+    pub fn keep(&mut self, fragment: Fragment) {
+        self.fragments.insert(fragment.lo().clone(), fragment);
+    }
+
+    /// Take ownership of a fragment another core gave us.
+    pub fn adopt(&mut self, fragment: Fragment) {
+        let lo = fragment.lo().clone();
+        let hi = fragment.hi().cloned();
+        let inside = |k: &Bytes| *k >= lo && hi.as_ref().is_none_or(|h| k < h);
+        self.forwarded.retain(|k, _| !inside(k));
+        self.fragments.insert(lo.clone(), fragment);
+        let core = self.core;
+        self.shared
+            .routes
+            .update(|t| t.set_owner(&lo, hi.as_ref(), core));
+        self.publish_stats();
+    }
+
+    fn ranges(&self) -> Vec<(Bytes, Option<Bytes>)> {
+        self.fragments
+            .values()
+            .map(|f| (f.lo().clone(), f.hi().cloned()))
+            .collect()
+    }
+
+    /// Answer a fan-out request for the fragments held here.
+    pub fn fanout(&mut self, req: &FanoutReq, now: u64) -> FanoutReply {
+        let body = match req {
+            FanoutReq::DbSize => {
+                FanoutBody::Count(self.fragments.values().map(|f| f.live_keys() as u64).sum())
+            }
+            FanoutReq::FlushAll => {
+                self.flush();
+                FanoutBody::Done
+            }
+            FanoutReq::Keys(pattern) => FanoutBody::Keys(self.matching_keys(pattern, now)),
+            FanoutReq::ScanStep {
+                after,
+                count,
+                pattern,
+                started,
+            } => self.scan_step(after.as_ref(), *count, pattern.as_ref(), *started, now),
+        };
+        FanoutReply {
+            ranges: self.ranges(),
+            body,
+        }
+    }
+
+    fn flush(&mut self) {
+        let geometry = self.shared.default_geometry();
+        let hugetlb = self.shared.config.hugepages;
+        for fragment in self.fragments.values_mut() {
+            match Fragment::create(
+                fragment.id(),
+                fragment.lo().clone(),
+                fragment.hi().cloned(),
+                geometry,
+                1,
+                hugetlb,
+            ) {
+                Ok(empty) => *fragment = empty,
+                Err(e) => tracing::error!(core = self.core, "flush: cannot allocate region: {e}"),
+            }
+        }
+        self.listings.clear();
+        self.publish_stats();
+    }
+
+    fn listing(
+        &mut self,
+        lo: &Bytes,
+        started: Instant,
+        now: u64,
+    ) -> Result<Arc<Vec<Bytes>>, StoreError> {
+        let Some(fragment) = self.fragments.get(lo) else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        if let Some(l) = self.listings.get(&fragment.id()) {
+            // A listing is good for a scan if nothing changed since it was built, or
+            // it was built after the scan started (a key present for the whole scan
+            // is then in it).
+            let same = l.changes == fragment.changes() && l.generation == fragment.generation();
+            if same || l.built >= started {
+                return Ok(l.keys.clone());
+            }
+        }
+        let keys = Arc::new(fragment.sorted_keys(now)?);
+        self.listings.insert(
+            fragment.id(),
+            KeyListing {
+                built: Instant::now(),
+                changes: fragment.changes(),
+                generation: fragment.generation(),
+                keys: keys.clone(),
+            },
+        );
+        Ok(keys)
+    }
+
+    fn scan_step(
+        &mut self,
+        after: Option<&Bytes>,
+        count: usize,
+        pattern: Option<&Bytes>,
+        started: Instant,
+        now: u64,
+    ) -> FanoutBody {
+        let candidates: Vec<Bytes> = self
+            .fragments
+            .values()
+            .filter(|f| match (after, f.hi()) {
+                (Some(a), Some(hi)) => hi > a,
+                _ => true,
+            })
+            .map(|f| f.lo().clone())
+            .collect();
+        let mut keys = Vec::new();
+        let mut examined = 0;
+        for lo in candidates {
+            let listing = match self.listing(&lo, started, now) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(core = self.core, "scan: {e}");
+                    continue;
+                }
+            };
+            let start = after.map_or(0, |a| listing.partition_point(|k| k <= a));
+            let Some(fragment) = self.fragments.get(&lo) else {
+                continue;
+            };
+            for key in &listing[start..] {
+                examined += 1;
+                let wanted = pattern.is_none_or(|p| crate::glob::matches(p, key));
+                if wanted && matches!(fragment.get(key, now), Ok(Some(_))) {
+                    keys.push(key.clone());
+                }
+                if examined >= count {
+                    return FanoutBody::Scan {
+                        keys,
+                        frontier: Some(key.clone()),
+                    };
+                }
+            }
+        }
+        FanoutBody::Scan {
+            keys,
+            frontier: None,
+        }
+    }
+
+    fn matching_keys(&mut self, pattern: &Bytes, now: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for fragment in self.fragments.values() {
+            let result = fragment.for_each_current(|_, r| {
+                if !r.is_tombstone() && !r.is_expired(now) && crate::glob::matches(pattern, r.key) {
+                    out.push(Bytes::copy_from_slice(r.key));
+                }
+            });
+            if let Err(e) = result {
+                tracing::error!(core = self.core, "keys: {e}");
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
