@@ -52,6 +52,17 @@ impl Forecaster for Model {
             Model::SeasonalNaive(m) => m.name(),
         }
     }
+
+    fn forecast_sum(&self, horizon: usize) -> f64 {
+        match self {
+            Model::Ewma(m) => m.forecast_sum(horizon),
+            Model::Holt(m) => m.forecast_sum(horizon),
+            Model::HoltWinters(m) => m.forecast_sum(horizon),
+            Model::Ar(m) => m.forecast_sum(horizon),
+            Model::Naive(m) => m.forecast_sum(horizon),
+            Model::SeasonalNaive(m) => m.forecast_sum(horizon),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -354,6 +365,27 @@ impl Forecaster for Ensemble {
 
     fn name(&self) -> &'static str {
         "ensemble"
+    }
+
+    fn forecast_sum(&self, horizon: usize) -> f64 {
+        let Some(last) = self.last else {
+            return 0.0;
+        };
+        if self.hold_remaining > 0 || self.naive_errors.len() < 3 {
+            return self.models[0].forecast_sum(horizon);
+        }
+        let sum: f64 = self
+            .models
+            .iter()
+            .zip(self.weights.iter())
+            .filter(|(_, weight)| **weight > 0.0)
+            .map(|(model, weight)| weight * model.forecast_sum(horizon))
+            .sum();
+        if sum.is_finite() {
+            sum
+        } else {
+            last * horizon as f64
+        }
     }
 }
 

@@ -96,9 +96,8 @@ impl Predictor {
                 .entry((fragment, node))
                 .or_insert_with(|| Ensemble::new(self.config.ensemble.clone()));
             ensemble.observe(series.latest().accesses() as f64);
-            let predicted: f64 = (1..=horizon)
-                .map(|h| ensemble.forecast(h).mean.max(0.0))
-                .sum();
+            // Access counts cannot be negative, whatever a trend extrapolates.
+            let predicted = ensemble.forecast_sum(horizon).max(0.0);
             forecasts.push((fragment, node, predicted));
         }
         let mut markov_shares: FxHashMap<NodeId, FxHashMap<FragmentIndex, f64>> =

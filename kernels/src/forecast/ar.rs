@@ -200,6 +200,32 @@ impl Forecaster for ArRls {
     fn name(&self) -> &'static str {
         "ar"
     }
+
+    fn forecast_sum(&self, horizon: usize) -> f64 {
+        let last = self.lags.front().copied().unwrap_or(0.0);
+        if !self.is_warm() {
+            return last * horizon as f64;
+        }
+        // One pass of the recursion instead of `horizon` separate ones.
+        let mut window: VecDeque<f64> = self.lags.clone();
+        let mut sum = 0.0;
+        for _ in 0..horizon.min(4096) {
+            let next = self.theta[0]
+                + self.theta[1..]
+                    .iter()
+                    .zip(window.iter())
+                    .map(|(a, x)| a * x)
+                    .sum::<f64>();
+            sum += next;
+            window.pop_back();
+            window.push_front(next);
+        }
+        if sum.is_finite() {
+            sum
+        } else {
+            last * horizon as f64
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +255,17 @@ mod tests {
         assert!((coefficients[0] - 0.6).abs() < 0.05, "{coefficients:?}");
         assert!((coefficients[1] + 0.3).abs() < 0.05, "{coefficients:?}");
         assert!((intercept - 2.0).abs() < 0.3, "{intercept}");
+    }
+
+    #[test]
+    fn forecast_sum_matches_separate_forecasts() {
+        let values = simulate_ar2(0.5, 0.2, 1.0, 500, 3);
+        let mut model = ArRls::new(2, 0.99);
+        for &x in &values {
+            model.observe(x);
+        }
+        let separate: f64 = (1..=10).map(|h| model.forecast(h).mean).sum();
+        assert!((model.forecast_sum(10) - separate).abs() < 1e-9 * (1.0 + separate.abs()));
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub trait Forecaster {
     fn forecast(&self, h: usize) -> Forecast;
     /// Short stable name for reports.
     fn name(&self) -> &'static str;
+    /// Sum of the mean forecasts for horizons 1..=horizon (predicted volume over the horizon).
+    /// Models with a cheaper path than `horizon` separate forecasts override this.
+    fn forecast_sum(&self, horizon: usize) -> f64 {
+        (1..=horizon).map(|h| self.forecast(h).mean).sum()
+    }
 }
 
 /// Running scale of one-step errors, used for prediction intervals.
