@@ -1,0 +1,424 @@
+//! Fabric benchmark: one-sided READ/WRITE bandwidth and latency (p50/p99) of the verbs and
+//! TCP backends, and a plain TCP loopback copy as the TCP baseline, all measured by this
+//! program in the same run. `ci/bench-fabric` runs it beside perftest in one SoftRoCE VM.
+//!
+//! ```text
+//! bench [tcp] [verbs] [plain]      backends to measure (default: all that can run)
+//!   --sizes 64,4096,65536,1048576,4194304
+//!   --bytes N        bytes moved per bandwidth point (default 32 MiB)
+//!   --dev-a rxe0 --dev-b rxe1      verbs devices (reader, owner)
+//! bench zerocopy-serve --size N [--port P] [--verbs|--tcp]   owner of the source region
+//! bench zerocopy-pull  --size N --addr HOST:PORT [--verbs|--tcp]
+//! ```
+//! Output lines start with `RESULT` (machine-readable, parsed by ci/bench-fabric) or are
+//! human-readable.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use augur_fabric::tcp::TcpTransport;
+use augur_fabric::{Access, Connection, FabricConfig, LocalMr, Op, Region, RemoteRegion, Transport};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::LocalExecutorBuilder;
+use hdrhistogram::Histogram;
+
+const SECRET: &[u8] = b"augur fabric bench secret 0123456789";
+
+struct Args {
+    what: Vec<String>,
+    sizes: Vec<u64>,
+    bytes: u64,
+    dev_a: Option<String>,
+    dev_b: Option<String>,
+    size: u64,
+    port: u16,
+    addr: Option<SocketAddr>,
+    verbs: bool,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        what: Vec::new(),
+        sizes: vec![64, 4096, 65536, 1 << 20, 4 << 20],
+        bytes: 32 << 20,
+        dev_a: None,
+        dev_b: None,
+        size: 1 << 30,
+        port: 18700,
+        addr: None,
+        verbs: cfg!(feature = "verbs"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| die(&format!("{s} needs a value")));
+        match s.as_str() {
+            "--sizes" => {
+                a.sizes = val()
+                    .split(',')
+                    .map(|x| x.parse().unwrap_or_else(|_| die("bad --sizes")))
+                    .collect()
+            }
+            "--bytes" => a.bytes = val().parse().unwrap_or_else(|_| die("bad --bytes")),
+            "--dev-a" => a.dev_a = Some(val()),
+            "--dev-b" => a.dev_b = Some(val()),
+            "--size" => a.size = val().parse().unwrap_or_else(|_| die("bad --size")),
+            "--port" => a.port = val().parse().unwrap_or_else(|_| die("bad --port")),
+            "--addr" => a.addr = Some(val().parse().unwrap_or_else(|_| die("bad --addr"))),
+            "--verbs" => a.verbs = true,
+            "--tcp" => a.verbs = false,
+            w => a.what.push(w.to_string()),
+        }
+    }
+    a
+}
+
+fn die(m: &str) -> ! {
+    eprintln!("bench: {m}");
+    std::process::exit(2)
+}
+
+fn cfg() -> FabricConfig {
+    let mut c = FabricConfig::new(SECRET.to_vec());
+    c.handshake_timeout = Duration::from_secs(60);
+    c
+}
+
+fn lo() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn lat_iters(size: u64) -> u64 {
+    match size {
+        0..=4096 => 1000,
+        4097..=65536 => 200,
+        65537..=1048576 => 50,
+        _ => 20,
+    }
+}
+
+/// READ or WRITE bandwidth: `bytes` moved in `size` ops, 4 tasks each keeping batches of
+/// up to 32 ops in flight.
+async fn bw<T: Transport>(conn: &Rc<T::Conn>, local: &Rc<T::Mr>, remote: RemoteRegion, size: u64, bytes: u64, read: bool) -> f64
+where
+    T::Conn: 'static,
+    T::Mr: 'static,
+{
+    let ops_total = (bytes / size).max(8);
+    let tasks = 4u64;
+    let per_task = ops_total.div_ceil(tasks);
+    let slots = (remote.len / size).max(1);
+    let start = Instant::now();
+    let mut hs = Vec::new();
+    for t in 0..tasks {
+        let (c, l) = (conn.clone(), local.clone());
+        hs.push(glommio::spawn_local(async move {
+            let mut done = 0;
+            while done < per_task {
+                let n = (per_task - done).min(32);
+                let ops: Vec<Op<'_, T::Mr>> = (0..n)
+                    .map(|i| {
+                        let slot = (t * per_task + done + i) % slots;
+                        Op {
+                            remote,
+                            remote_offset: slot * size,
+                            len: size,
+                            local: &*l,
+                            local_offset: slot * size,
+                        }
+                    })
+                    .collect();
+                let r = if read {
+                    c.read_batch(&ops).await
+                } else {
+                    c.write_batch(&ops).await
+                };
+                if let Err(e) = r {
+                    die(&format!("bandwidth op failed: {e}"));
+                }
+                done += n;
+            }
+        }));
+    }
+    for h in hs {
+        h.await;
+    }
+    mbps(per_task * tasks * size, start.elapsed())
+}
+
+/// One op at a time: latency percentiles in µs.
+async fn lat<T: Transport>(conn: &T::Conn, local: &T::Mr, remote: RemoteRegion, size: u64, read: bool) -> (f64, f64) {
+    let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| die("histogram"));
+    let iters = lat_iters(size);
+    for i in 0..iters + iters / 10 {
+        let t = Instant::now();
+        let r = if read {
+            conn.read(&remote, 0, size, local, 0).await
+        } else {
+            conn.write(&remote, 0, size, local, 0).await
+        };
+        if let Err(e) = r {
+            die(&format!("latency op failed: {e}"));
+        }
+        if i >= iters / 10 {
+            let _ = h.record(t.elapsed().as_nanos() as u64);
+        }
+    }
+    (
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}
+
+async fn one_sided<T: Transport>(name: &str, a: T, b: T, args: &Args)
+where
+    T::Conn: 'static,
+    T::Mr: 'static,
+{
+    let (ca, cb) = futures_lite::future::zip(a.connect(b.local_addr()), b.accept()).await;
+    let ca = Rc::new(ca.unwrap_or_else(|e| die(&format!("{name}: connect: {e}"))));
+    let _cb = cb.unwrap_or_else(|e| die(&format!("{name}: accept: {e}")));
+    let max = *args.sizes.iter().max().unwrap_or(&(4 << 20));
+    let region_len = (max * 8).max(args.bytes.min(64 << 20));
+    let remote = Region::new("bench-remote", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+    remote.fill(0, region_len, 0xA5).unwrap_or_else(|e| die(&e.to_string()));
+    let rmr = b.register(&remote, Access::READ_WRITE).unwrap_or_else(|e| die(&e.to_string()));
+    let local = Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+    let lmr = Rc::new(a.register(&local, Access::LOCAL).unwrap_or_else(|e| die(&e.to_string())));
+    let desc = rmr.descriptor();
+    for &size in &args.sizes {
+        for (op, read) in [("read", true), ("write", false)] {
+            let bytes = if size < 4096 { args.bytes / 16 } else { args.bytes };
+            let b_mbps = bw::<T>(&ca, &lmr, desc, size, bytes, read).await;
+            let (p50, p99) = lat::<T>(&ca, &lmr, desc, size, read).await;
+            println!("RESULT {name} {op} {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}");
+        }
+    }
+}
+
+/// Plain TCP loopback, no fabric: a server streams/answers from a buffer.
+async fn plain(args: &Args) {
+    let listener = glommio::net::TcpListener::bind(lo()).unwrap_or_else(|e| die(&e.to_string()));
+    let addr = listener.local_addr().unwrap_or_else(|e| die(&e.to_string()));
+    let server = glommio::spawn_local(async move {
+        let mut s = listener.accept().await.unwrap_or_else(|e| die(&e.to_string()));
+        let _ = s.set_nodelay(true);
+        let mut buf = vec![0xA5u8; 4 << 20];
+        let mut req = [0u8; 16];
+        // request: size u64, count u64 -> count responses of size bytes
+        while s.read_exact(&mut req).await.is_ok() {
+            let size = u64::from_le_bytes(req[..8].try_into().unwrap_or([0; 8])) as usize;
+            let count = u64::from_le_bytes(req[8..].try_into().unwrap_or([0; 8]));
+            if size > buf.len() {
+                buf.resize(size, 0xA5);
+            }
+            for _ in 0..count {
+                if s.write_all(&buf[..size]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut c = glommio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let _ = c.set_nodelay(true);
+    let mut buf = vec![0u8; 4 << 20];
+    for &size in &args.sizes {
+        let bytes = if size < 4096 { args.bytes / 16 } else { args.bytes };
+        let count = (bytes / size).max(8);
+        let mut req = [0u8; 16];
+        req[..8].copy_from_slice(&size.to_le_bytes());
+        req[8..].copy_from_slice(&count.to_le_bytes());
+        let t = Instant::now();
+        c.write_all(&req).await.unwrap_or_else(|e| die(&e.to_string()));
+        for _ in 0..count {
+            c.read_exact(&mut buf[..size as usize])
+                .await
+                .unwrap_or_else(|e| die(&e.to_string()));
+        }
+        let b_mbps = mbps(count * size, t.elapsed());
+        let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| die("histogram"));
+        req[8..].copy_from_slice(&1u64.to_le_bytes());
+        for _ in 0..lat_iters(size) {
+            let t = Instant::now();
+            c.write_all(&req).await.unwrap_or_else(|e| die(&e.to_string()));
+            c.read_exact(&mut buf[..size as usize])
+                .await
+                .unwrap_or_else(|e| die(&e.to_string()));
+            let _ = h.record(t.elapsed().as_nanos() as u64);
+        }
+        let (p50, p99) = (
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+        println!("RESULT plain read {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}");
+    }
+    drop(c);
+    server.await;
+}
+
+#[cfg(feature = "verbs")]
+fn verbs_transports(args: &Args) -> Option<(augur_fabric::verbs::transport::VerbsTransport, augur_fabric::verbs::transport::VerbsTransport)> {
+    use augur_fabric::verbs::{device, transport::VerbsTransport};
+    let list = device::list();
+    if list.is_empty() {
+        println!("SKIP verbs: no RDMA device");
+        return None;
+    }
+    let da = args.dev_a.clone().unwrap_or_else(|| list[0].clone());
+    let db = args
+        .dev_b
+        .clone()
+        .unwrap_or_else(|| list.get(1).cloned().unwrap_or_else(|| da.clone()));
+    let mut ca = cfg();
+    ca.device = Some(da);
+    let mut cb = cfg();
+    cb.device = Some(db);
+    let a = VerbsTransport::bind(ca, lo()).unwrap_or_else(|e| die(&e.to_string()));
+    let b = VerbsTransport::bind(cb, lo()).unwrap_or_else(|e| die(&e.to_string()));
+    println!("verbs: reader {:?}, owner {:?}", a.device(), b.device());
+    Some((a, b))
+}
+
+fn cpu_time() -> Duration {
+    // getrusage through /proc (no unsafe outside fabric/src/verbs): utime + stime in ticks
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // fields after the comm: state(0) ... utime is field 14 of stat => index 11 here
+    let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ = 100 on Linux
+}
+
+fn fnv(r: &Region, len: u64) -> u64 {
+    // checksum over one byte in every 4 KiB page plus each page's last byte
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b = [0u8; 1];
+    let mut off = 0;
+    while off < len {
+        for o in [off, (off + 4095).min(len - 1)] {
+            let _ = r.read_at(o, &mut b);
+            h = (h ^ b[0] as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        off += 4096;
+    }
+    h
+}
+
+async fn zc_serve<T: Transport>(t: T, size: u64) {
+    let region = Region::new("zc-source", size as usize).unwrap_or_else(|e| die(&e.to_string()));
+    for (i, off) in (0..size).step_by(1 << 20).enumerate() {
+        let n = (1u64 << 20).min(size - off);
+        region.fill(off, n, (i * 7 + 1) as u8).unwrap_or_else(|e| die(&e.to_string()));
+        region.fill(off + n - 1, 1, (i * 13 + 5) as u8).unwrap_or_else(|e| die(&e.to_string()));
+    }
+    println!("ZC serve: source region {size} bytes ready, checksum {:016x}", fnv(&region, size));
+    let mr = t.register(&region, Access::READ).unwrap_or_else(|e| die(&e.to_string()));
+    println!("ZC serve: listening on {}", t.local_addr());
+    let conn = t.accept().await.unwrap_or_else(|e| die(&e.to_string()));
+    conn.send(&mr.descriptor().encode())
+        .await
+        .unwrap_or_else(|e| die(&e.to_string()));
+    // From here the owner does nothing but wait (timer, no polling) until the reader hangs up.
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    while conn.failure().is_none() {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = cpu_time().saturating_sub(cpu0);
+    println!(
+        "RESULT zerocopy source_cpu_ms={} wall_ms={} bytes={size}",
+        cpu.as_millis(),
+        t0.elapsed().as_millis()
+    );
+}
+
+async fn zc_pull<T: Transport>(t: T, size: u64, addr: SocketAddr) {
+    let local = Region::new("zc-dest", size as usize).unwrap_or_else(|e| die(&e.to_string()));
+    let lmr = t.register(&local, Access::LOCAL).unwrap_or_else(|e| die(&e.to_string()));
+    let conn = t.connect(addr).await.unwrap_or_else(|e| die(&e.to_string()));
+    let desc = RemoteRegion::decode(&conn.recv().await.unwrap_or_else(|e| die(&e.to_string())))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let chunk = 64u64 << 20;
+    let t0 = Instant::now();
+    let mut off = 0;
+    while off < desc.len {
+        let n = chunk.min(desc.len - off);
+        conn.read(&desc, off, n, &lmr, off)
+            .await
+            .unwrap_or_else(|e| die(&format!("pull at {off}: {e}")));
+        off += n;
+    }
+    let d = t0.elapsed();
+    println!(
+        "RESULT zeropull bytes={} secs={:.2} MBps={:.1} checksum={:016x}",
+        desc.len,
+        d.as_secs_f64(),
+        mbps(desc.len, d),
+        fnv(&local, desc.len)
+    );
+    conn.close();
+    glommio::timer::sleep(Duration::from_millis(100)).await;
+}
+
+fn main() {
+    let args = parse();
+    let r = LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let what = |w: &str| args.what.is_empty() || args.what.iter().any(|x| x == w);
+            match args.what.first().map(String::as_str) {
+                Some("zerocopy-serve") => {
+                    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+                    #[cfg(feature = "verbs")]
+                    if args.verbs {
+                        let mut c = cfg();
+                        c.device = args.dev_b.clone();
+                        let t = augur_fabric::verbs::transport::VerbsTransport::bind(c, addr)
+                            .unwrap_or_else(|e| die(&e.to_string()));
+                        return zc_serve(t, args.size).await;
+                    }
+                    let t = TcpTransport::bind(cfg(), addr).unwrap_or_else(|e| die(&e.to_string()));
+                    return zc_serve(t, args.size).await;
+                }
+                Some("zerocopy-pull") => {
+                    let addr = args.addr.unwrap_or_else(|| die("--addr needed"));
+                    #[cfg(feature = "verbs")]
+                    if args.verbs {
+                        let mut c = cfg();
+                        c.device = args.dev_a.clone();
+                        let t = augur_fabric::verbs::transport::VerbsTransport::bind(c, lo())
+                            .unwrap_or_else(|e| die(&e.to_string()));
+                        return zc_pull(t, args.size, addr).await;
+                    }
+                    let t = TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
+                    return zc_pull(t, args.size, addr).await;
+                }
+                _ => {}
+            }
+            #[cfg(feature = "verbs")]
+            if what("verbs") {
+                if let Some((a, b)) = verbs_transports(&args) {
+                    one_sided("verbs", a, b, &args).await;
+                }
+            }
+            if what("tcp") {
+                let a = TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
+                let b = TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
+                one_sided("tcp", a, b, &args).await;
+            }
+            if what("plain") {
+                plain(&args).await;
+            }
+        })
+        .unwrap_or_else(|e| die(&format!("executor: {e}")))
+        .join();
+    if r.is_err() {
+        die("benchmark thread failed");
+    }
+}
