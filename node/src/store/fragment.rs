@@ -653,6 +653,129 @@ mod tests {
         assert!(matches!(f.get(b"key", 0), Err(StoreError::Corrupt(_))));
     }
 
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Put(u8, Vec<u8>, Option<u64>),
+            Delete(u8),
+            Expire(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300), proptest::option::of(1u64..100))
+                    .prop_map(|(k, v, t)| Op::Put(k, v, t)),
+                2 => any::<u8>().prop_map(Op::Delete),
+                1 => (1u64..100).prop_map(Op::Expire),
+            ]
+        }
+
+        fn key(k: u8) -> Vec<u8> {
+            format!("key-{k:03}").into_bytes()
+        }
+
+        /// Apply `f`; when the fragments are full, do what a shard does (split if
+        /// big, else compact) and retry.
+        fn with_room(
+            parts: &mut Vec<Fragment>,
+            k: &[u8],
+            next_id: &mut u64,
+            mut f: impl FnMut(&mut Fragment) -> Result<(), StoreError>,
+        ) {
+            for _ in 0..4 {
+                let i = parts
+                    .iter()
+                    .position(|p| p.contains(k))
+                    .expect("some fragment holds every key");
+                match f(&mut parts[i]) {
+                    Ok(()) => return,
+                    Err(StoreError::Full { need }) => {
+                        let frag = parts.remove(i);
+                        let target = 16 << 10;
+                        let half = Geometry::sized_for(target, 64).log_capacity / 2;
+                        let at = if frag.live_bytes() + need > half {
+                            frag.split_key(0).unwrap()
+                        } else {
+                            None
+                        };
+                        match at {
+                            Some(at) => {
+                                *next_id += 1;
+                                let (a, b) = frag.split(at, *next_id, target, 0, false).unwrap();
+                                parts.push(a);
+                                parts.push(b);
+                            }
+                            None => parts.push(frag.compact(target, need, 0, false).unwrap()),
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("no room after making room");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn fragments_agree_with_a_map(ops in proptest::collection::vec(op(), 1..400)) {
+                let mut parts = vec![Fragment::create(1, Bytes::new(), None, Geometry::sized_for(16 << 10, 64), 1, false).unwrap()];
+                let mut model: BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)> = BTreeMap::new();
+                let mut next_id = 1;
+                let mut now = 0u64;
+                for op in ops {
+                    match op {
+                        Op::Put(k, v, ttl) => {
+                            let k = key(k);
+                            let at = ttl.map(|t| now + t);
+                            with_room(&mut parts, &k, &mut next_id, |f| f.put(&k, &v, at));
+                            model.insert(k, (v, at));
+                        }
+                        Op::Delete(k) => {
+                            let k = key(k);
+                            let live = model.get(&k).is_some_and(|(_, at)| at.is_none_or(|t| t > now));
+                            let mut deleted = false;
+                            with_room(&mut parts, &k, &mut next_id, |f| f.delete(&k, now).map(|d| deleted = d));
+                            prop_assert_eq!(deleted, live);
+                            model.remove(&k);
+                        }
+                        Op::Expire(dt) => {
+                            now += dt;
+                            for p in parts.iter_mut() {
+                                p.expire_due(now, usize::MAX).unwrap();
+                            }
+                        }
+                    }
+                }
+                let mut seen = Vec::new();
+                for p in &parts {
+                    seen.extend(p.sorted_keys(now).unwrap());
+                }
+                seen.sort();
+                let expected: Vec<Vec<u8>> = model
+                    .iter()
+                    .filter(|(_, (_, at))| at.is_none_or(|t| t > now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                prop_assert_eq!(seen.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), expected);
+                for (k, (v, at)) in &model {
+                    let p = parts.iter().find(|p| p.contains(k)).unwrap();
+                    let got = p.get(k, now).unwrap();
+                    if at.is_none_or(|t| t > now) {
+                        let r = got.expect("live key readable");
+                        prop_assert_eq!(r.value, &v[..]);
+                        prop_assert_eq!(r.expire_at_ms, *at);
+                    } else {
+                        prop_assert!(got.is_none());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn geometry_stays_within_target_and_grows_for_headroom() {
         let g = Geometry::sized_for(16 << 20, 72);
