@@ -18,7 +18,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use augur_fabric::tcp::TcpTransport;
-use augur_fabric::{Access, Connection, FabricConfig, LocalMr, Op, Region, RemoteRegion, Transport};
+use augur_fabric::{
+    Access, Connection, FabricConfig, LocalMr, Op, Region, RemoteRegion, Transport,
+};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::LocalExecutorBuilder;
 use hdrhistogram::Histogram;
@@ -51,7 +53,10 @@ fn parse() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| die(&format!("{s} needs a value")));
+        let mut val = || {
+            it.next()
+                .unwrap_or_else(|| die(&format!("{s} needs a value")))
+        };
         match s.as_str() {
             "--sizes" => {
                 a.sizes = val()
@@ -103,7 +108,14 @@ fn lat_iters(size: u64) -> u64 {
 
 /// READ or WRITE bandwidth: `bytes` moved in `size` ops, 4 tasks each keeping batches of
 /// up to 32 ops in flight.
-async fn bw<T: Transport>(conn: &Rc<T::Conn>, local: &Rc<T::Mr>, remote: RemoteRegion, size: u64, bytes: u64, read: bool) -> f64
+async fn bw<T: Transport>(
+    conn: &Rc<T::Conn>,
+    local: &Rc<T::Mr>,
+    remote: RemoteRegion,
+    size: u64,
+    bytes: u64,
+    read: bool,
+) -> f64
 where
     T::Conn: 'static,
     T::Mr: 'static,
@@ -151,7 +163,13 @@ where
 }
 
 /// One op at a time: latency percentiles in µs.
-async fn lat<T: Transport>(conn: &T::Conn, local: &T::Mr, remote: RemoteRegion, size: u64, read: bool) -> (f64, f64) {
+async fn lat<T: Transport>(
+    conn: &T::Conn,
+    local: &T::Mr,
+    remote: RemoteRegion,
+    size: u64,
+    read: bool,
+) -> (f64, f64) {
     let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| die("histogram"));
     let iters = lat_iters(size);
     for i in 0..iters + iters / 10 {
@@ -184,18 +202,33 @@ where
     let _cb = cb.unwrap_or_else(|e| die(&format!("{name}: accept: {e}")));
     let max = *args.sizes.iter().max().unwrap_or(&(4 << 20));
     let region_len = (max * 8).max(args.bytes.min(64 << 20));
-    let remote = Region::new("bench-remote", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
-    remote.fill(0, region_len, 0xA5).unwrap_or_else(|e| die(&e.to_string()));
-    let rmr = b.register(&remote, Access::READ_WRITE).unwrap_or_else(|e| die(&e.to_string()));
-    let local = Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
-    let lmr = Rc::new(a.register(&local, Access::LOCAL).unwrap_or_else(|e| die(&e.to_string())));
+    let remote =
+        Region::new("bench-remote", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+    remote
+        .fill(0, region_len, 0xA5)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let rmr = b
+        .register(&remote, Access::READ_WRITE)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let local =
+        Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+    let lmr = Rc::new(
+        a.register(&local, Access::LOCAL)
+            .unwrap_or_else(|e| die(&e.to_string())),
+    );
     let desc = rmr.descriptor();
     for &size in &args.sizes {
         for (op, read) in [("read", true), ("write", false)] {
-            let bytes = if size < 4096 { args.bytes / 16 } else { args.bytes };
+            let bytes = if size < 4096 {
+                args.bytes / 16
+            } else {
+                args.bytes
+            };
             let b_mbps = bw::<T>(&ca, &lmr, desc, size, bytes, read).await;
             let (p50, p99) = lat::<T>(&ca, &lmr, desc, size, read).await;
-            println!("RESULT {name} {op} {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}");
+            println!(
+                "RESULT {name} {op} {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}"
+            );
         }
     }
 }
@@ -203,9 +236,14 @@ where
 /// Plain TCP loopback, no fabric: a server streams/answers from a buffer.
 async fn plain(args: &Args) {
     let listener = glommio::net::TcpListener::bind(lo()).unwrap_or_else(|e| die(&e.to_string()));
-    let addr = listener.local_addr().unwrap_or_else(|e| die(&e.to_string()));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| die(&e.to_string()));
     let server = glommio::spawn_local(async move {
-        let mut s = listener.accept().await.unwrap_or_else(|e| die(&e.to_string()));
+        let mut s = listener
+            .accept()
+            .await
+            .unwrap_or_else(|e| die(&e.to_string()));
         let _ = s.set_nodelay(true);
         let mut buf = vec![0xA5u8; 4 << 20];
         let mut req = [0u8; 16];
@@ -229,13 +267,19 @@ async fn plain(args: &Args) {
     let _ = c.set_nodelay(true);
     let mut buf = vec![0u8; 4 << 20];
     for &size in &args.sizes {
-        let bytes = if size < 4096 { args.bytes / 16 } else { args.bytes };
+        let bytes = if size < 4096 {
+            args.bytes / 16
+        } else {
+            args.bytes
+        };
         let count = (bytes / size).max(8);
         let mut req = [0u8; 16];
         req[..8].copy_from_slice(&size.to_le_bytes());
         req[8..].copy_from_slice(&count.to_le_bytes());
         let t = Instant::now();
-        c.write_all(&req).await.unwrap_or_else(|e| die(&e.to_string()));
+        c.write_all(&req)
+            .await
+            .unwrap_or_else(|e| die(&e.to_string()));
         for _ in 0..count {
             c.read_exact(&mut buf[..size as usize])
                 .await
@@ -246,7 +290,9 @@ async fn plain(args: &Args) {
         req[8..].copy_from_slice(&1u64.to_le_bytes());
         for _ in 0..lat_iters(size) {
             let t = Instant::now();
-            c.write_all(&req).await.unwrap_or_else(|e| die(&e.to_string()));
+            c.write_all(&req)
+                .await
+                .unwrap_or_else(|e| die(&e.to_string()));
             c.read_exact(&mut buf[..size as usize])
                 .await
                 .unwrap_or_else(|e| die(&e.to_string()));
@@ -263,7 +309,12 @@ async fn plain(args: &Args) {
 }
 
 #[cfg(feature = "verbs")]
-fn verbs_transports(args: &Args) -> Option<(augur_fabric::verbs::transport::VerbsTransport, augur_fabric::verbs::transport::VerbsTransport)> {
+fn verbs_transports(
+    args: &Args,
+) -> Option<(
+    augur_fabric::verbs::transport::VerbsTransport,
+    augur_fabric::verbs::transport::VerbsTransport,
+)> {
     use augur_fabric::verbs::{device, transport::VerbsTransport};
     let list = device::list();
     if list.is_empty() {
@@ -315,11 +366,20 @@ async fn zc_serve<T: Transport>(t: T, size: u64) {
     let region = Region::new("zc-source", size as usize).unwrap_or_else(|e| die(&e.to_string()));
     for (i, off) in (0..size).step_by(1 << 20).enumerate() {
         let n = (1u64 << 20).min(size - off);
-        region.fill(off, n, (i * 7 + 1) as u8).unwrap_or_else(|e| die(&e.to_string()));
-        region.fill(off + n - 1, 1, (i * 13 + 5) as u8).unwrap_or_else(|e| die(&e.to_string()));
+        region
+            .fill(off, n, (i * 7 + 1) as u8)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        region
+            .fill(off + n - 1, 1, (i * 13 + 5) as u8)
+            .unwrap_or_else(|e| die(&e.to_string()));
     }
-    println!("ZC serve: source region {size} bytes ready, checksum {:016x}", fnv(&region, size));
-    let mr = t.register(&region, Access::READ).unwrap_or_else(|e| die(&e.to_string()));
+    println!(
+        "ZC serve: source region {size} bytes ready, checksum {:016x}",
+        fnv(&region, size)
+    );
+    let mr = t
+        .register(&region, Access::READ)
+        .unwrap_or_else(|e| die(&e.to_string()));
     println!("ZC serve: listening on {}", t.local_addr());
     let conn = t.accept().await.unwrap_or_else(|e| die(&e.to_string()));
     conn.send(&mr.descriptor().encode())
@@ -341,8 +401,13 @@ async fn zc_serve<T: Transport>(t: T, size: u64) {
 
 async fn zc_pull<T: Transport>(t: T, size: u64, addr: SocketAddr) {
     let local = Region::new("zc-dest", size as usize).unwrap_or_else(|e| die(&e.to_string()));
-    let lmr = t.register(&local, Access::LOCAL).unwrap_or_else(|e| die(&e.to_string()));
-    let conn = t.connect(addr).await.unwrap_or_else(|e| die(&e.to_string()));
+    let lmr = t
+        .register(&local, Access::LOCAL)
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let conn = t
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| die(&e.to_string()));
     let desc = RemoteRegion::decode(&conn.recv().await.unwrap_or_else(|e| die(&e.to_string())))
         .unwrap_or_else(|e| die(&e.to_string()));
     let chunk = 64u64 << 20;

@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
@@ -23,7 +24,7 @@ use rand::Rng;
 use crate::auth;
 use crate::error::{Error, RemoteStatus, Result};
 use crate::transport::{Access, Connection, FabricConfig, LocalMr, Op, RemoteRegion, Transport};
-use crate::verbs::memory::Region;
+use crate::verbs::memory::{try_writev, Region};
 use crate::wire::{kind, Header, Params, HEADER_LEN, PARAMS_LEN};
 
 /// Largest data payload of one WRITE_REQ frame (longer writes are split); a peer sending
@@ -374,25 +375,17 @@ impl TcpConnection {
     /// Writes the request frames. Read requests (headers only) go out in one socket write.
     async fn send_requests(&self, frames: &[(Header, Option<(Region, u64)>)]) -> Result<()> {
         let _g = self.inner.lock().await?;
-        let mut sock = self.inner.sock.clone();
         let mut headers: Vec<u8> = Vec::new();
         for (h, payload) in frames {
             headers.extend_from_slice(&h.encode());
             if let Some((region, off)) = payload {
-                sock.write_all(&headers)
-                    .await
-                    .map_err(|e| self.inner.io_fail(e))?;
-                headers.clear();
                 let data = region.io_slice(*off, h.len)?;
-                sock.write_all(data)
-                    .await
-                    .map_err(|e| self.inner.io_fail(e))?;
+                self.inner.write_parts(&headers, data).await?;
+                headers.clear();
             }
         }
         if !headers.is_empty() {
-            sock.write_all(&headers)
-                .await
-                .map_err(|e| self.inner.io_fail(e))?;
+            self.inner.write_parts(&headers, &[]).await?;
         }
         Ok(())
     }
@@ -528,20 +521,28 @@ impl CInner {
 
     async fn write_frame(&self, h: &Header, payload: &[u8]) -> Result<()> {
         let _g = self.lock().await?;
+        self.write_parts(&h.encode(), payload).await
+    }
+
+    /// Writes `head` then `body` (caller holds the write lock): first one non-blocking
+    /// `sendmsg` of both (no copy, one system call), then the async path for any rest.
+    async fn write_parts(&self, head: &[u8], body: &[u8]) -> Result<()> {
+        let fd = self.sock.0.borrow().as_raw_fd();
+        let n = match try_writev(fd, head, body) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(self.io_fail(e)),
+        };
         let mut sock = self.sock.clone();
-        if payload.is_empty() || payload.len() > 4096 {
-            sock.write_all(&h.encode())
+        if n < head.len() {
+            sock.write_all(&head[n..])
                 .await
                 .map_err(|e| self.io_fail(e))?;
-            if !payload.is_empty() {
-                sock.write_all(payload).await.map_err(|e| self.io_fail(e))?;
-            }
-        } else {
-            // small message: one socket write
-            let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
-            b.extend_from_slice(&h.encode());
-            b.extend_from_slice(payload);
-            sock.write_all(&b).await.map_err(|e| self.io_fail(e))?;
+            sock.write_all(body).await.map_err(|e| self.io_fail(e))?;
+        } else if n - head.len() < body.len() {
+            sock.write_all(&body[n - head.len()..])
+                .await
+                .map_err(|e| self.io_fail(e))?;
         }
         Ok(())
     }
@@ -549,13 +550,10 @@ impl CInner {
 
 /// Serves one READ request: streams the bytes from the registered mapping to the socket.
 async fn respond_read(conn: Rc<CInner>, h: Header) {
-    let mut done = Header {
-        kind: kind::READ_DONE,
-        req_id: h.req_id,
-        ..Header::default()
-    };
-    match conn.transport.resolve(&h, false) {
-        Err(status) => done.status = status.code(),
+    let status = match conn.transport.resolve(&h, false) {
+        // zero-length reads are refused by the requester; treat one as out of bounds
+        Ok(_) if h.len == 0 => RemoteStatus::OutOfBounds,
+        Err(status) => status,
         Ok(region) => {
             let chunk = conn.transport.cfg.stream_chunk as u64;
             let mut pos = 0;
@@ -576,8 +574,16 @@ async fn respond_read(conn: Rc<CInner>, h: Header) {
                 }
                 pos += n;
             }
+            // the last READ_DATA completed the read
+            return;
         }
-    }
+    };
+    let done = Header {
+        kind: kind::READ_DONE,
+        req_id: h.req_id,
+        status: status.code(),
+        ..Header::default()
+    };
     let _ = conn.write_frame(&done, &[]).await;
 }
 
@@ -641,8 +647,16 @@ async fn reader(weak: Weak<CInner>, mut sock: Sock) -> Result<()> {
                     Some((region, off)) => {
                         let buf = region.io_slice_mut(off, h.len)?;
                         sock.read_exact(buf).await.map_err(eof)?;
-                        if let Some(p) = conn.state.borrow_mut().pending.get_mut(&h.req_id) {
-                            p.received += h.len;
+                        let complete = match conn.state.borrow_mut().pending.get_mut(&h.req_id) {
+                            Some(p) => {
+                                p.received += h.len;
+                                p.received == p.len
+                            }
+                            None => false,
+                        };
+                        if complete {
+                            // the last chunk completes the read (READ_DONE only for refusals)
+                            conn.complete(h.req_id, Ok(()));
                         }
                     }
                     None => {
@@ -654,19 +668,24 @@ async fn reader(weak: Weak<CInner>, mut sock: Sock) -> Result<()> {
                 }
             }
             kind::READ_DONE => {
-                let r = if h.status != 0 {
-                    Err(Error::Remote(RemoteStatus::from_code(h.status)))
-                } else {
-                    let st = conn.state.borrow();
-                    match st.pending.get(&h.req_id) {
-                        Some(p) if p.received == p.len => Ok(()),
-                        Some(_) => return Err(Error::Protocol("READ_DONE before all data".into())),
-                        None => {
-                            return Err(Error::Protocol("READ_DONE for unknown request".into()))
-                        }
-                    }
-                };
-                conn.complete(h.req_id, r);
+                if h.status == 0 {
+                    return Err(Error::Protocol("READ_DONE without an error status".into()));
+                }
+                let known = conn
+                    .state
+                    .borrow()
+                    .pending
+                    .get(&h.req_id)
+                    .is_some_and(|p| p.local.is_some() && p.received == 0);
+                if !known {
+                    return Err(Error::Protocol(
+                        "READ_DONE for an unknown or started request".into(),
+                    ));
+                }
+                conn.complete(
+                    h.req_id,
+                    Err(Error::Remote(RemoteStatus::from_code(h.status))),
+                );
             }
             kind::WRITE_REQ => {
                 if h.len > MAX_WRITE_FRAME {

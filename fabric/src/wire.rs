@@ -11,7 +11,7 @@ pub mod kind {
     pub const READ_REQ: u8 = 1;
     /// A chunk of read data: offset (within the request), len, then `len` bytes.
     pub const READ_DATA: u8 = 2;
-    /// End of a read: status (0 = all data was sent).
+    /// A refused read: status (≠ 0). A read that succeeds ends with its last READ_DATA.
     pub const READ_DONE: u8 = 3;
     /// Write request: region_id, rkey, generation, offset, len, then `len` bytes.
     pub const WRITE_REQ: u8 = 4;

@@ -215,3 +215,41 @@ impl Region {
         Ok(u64::from_le(v))
     }
 }
+
+/// One non-blocking `writev(2)` of `head` followed by `body` on a socket: a frame header and
+/// its payload (straight from a region's mapping) in one system call, without copying either
+/// into a buffer of ours. Returns the bytes written (possibly fewer than offered) or the
+/// error (`WouldBlock` when the socket buffer is full).
+pub(crate) fn try_writev(
+    fd: std::os::fd::RawFd,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    let msg = libc::msghdr {
+        msg_name: std::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: iov.as_ptr() as *mut libc::iovec,
+        msg_iovlen: 2,
+        msg_control: std::ptr::null_mut(),
+        msg_controllen: 0,
+        msg_flags: 0,
+    };
+    // SAFETY: both iovecs describe live slices for the duration of the call; the kernel only
+    // reads them; `fd` is a socket owned by the caller.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
