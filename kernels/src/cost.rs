@@ -68,6 +68,15 @@ fn clean(x: f64) -> f64 {
     }
 }
 
+/// Absurd magnitudes can overflow products; saturate instead of returning inf or NaN.
+pub(crate) fn saturate(x: f64) -> f64 {
+    if x.is_nan() {
+        0.0
+    } else {
+        x.clamp(-f64::MAX, f64::MAX)
+    }
+}
+
 fn overload(load: f64, capacity: f64) -> f64 {
     (clean(load) - clean(capacity)).max(0.0)
 }
@@ -98,10 +107,10 @@ impl CostModel {
         let cost_us =
             bytes as f64 * clean(self.transfer_us_per_byte) + self.handoff_cost_us(fragment_load);
         MoveEstimate {
-            remote_accesses_avoided,
-            overload_relieved,
-            benefit_us,
-            cost_us,
+            remote_accesses_avoided: saturate(remote_accesses_avoided),
+            overload_relieved: saturate(overload_relieved),
+            benefit_us: saturate(benefit_us),
+            cost_us: saturate(cost_us),
         }
     }
 
@@ -110,7 +119,7 @@ impl CostModel {
         let pause = clean(self.handoff_pause_us);
         let horizon = self.horizon_us.max(1.0);
         let arrivals_during_pause = clean(fragment_load) * pause / horizon;
-        arrivals_during_pause * pause / 2.0 + pause
+        saturate(arrivals_during_pause * pause / 2.0 + pause)
     }
 }
 
@@ -150,6 +159,26 @@ mod tests {
         // Moving too much just shifts the overload to the target.
         let too_big = model.migration(0, 1200.0, 0.0, 0.0, loads);
         assert_eq!(too_big.overload_relieved, 500.0 - 400.0);
+    }
+
+    proptest::proptest! {
+        /// Any numbers in, finite numbers out; cost never negative; a move between idle nodes
+        /// never claims overload relief.
+        #[test]
+        fn estimates_are_finite_and_sane(
+            bytes in proptest::num::u64::ANY,
+            load in proptest::num::f64::ANY,
+            from_target in proptest::num::f64::ANY,
+            from_source in proptest::num::f64::ANY,
+        ) {
+            let model = CostModel::default();
+            let estimate = model.migration(bytes, load, from_target, from_source, idle_loads());
+            proptest::prop_assert!(estimate.benefit_us.is_finite());
+            proptest::prop_assert!(estimate.cost_us.is_finite() && estimate.cost_us >= 0.0);
+            if load.is_finite() && load.abs() < 1e8 {
+                proptest::prop_assert_eq!(estimate.overload_relieved, 0.0);
+            }
+        }
     }
 
     #[test]

@@ -203,6 +203,23 @@ mod tests {
         assert_eq!(stats.sign_agreement, 1.0);
     }
 
+    proptest::proptest! {
+        /// A policy whose outcomes equal its predictions is perfectly calibrated, and every
+        /// report field is finite whatever the numbers.
+        #[test]
+        fn exact_predictions_are_calibrated(predictions in proptest::collection::vec(-1e6f64..1e6, 1..50)) {
+            let mut log = FeedbackLog::new();
+            for &p in &predictions {
+                let id = log.record("p", &decision(p, 0.0));
+                proptest::prop_assert!(log.record_outcome(id, p).is_ok());
+            }
+            let (_, report) = &log.report()[0];
+            proptest::prop_assert!(report.bias_us.abs() < 1e-6);
+            proptest::prop_assert!(report.mean_abs_error_us.abs() < 1e-6);
+            proptest::prop_assert!(report.correlation.is_finite() && report.realisation_ratio.is_finite());
+        }
+    }
+
     #[test]
     fn unknown_or_repeated_outcomes_are_errors() {
         let mut log = FeedbackLog::new();

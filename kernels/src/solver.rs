@@ -280,9 +280,10 @@ pub fn solve(input: &PlacementInput<'_>, config: &SolverConfig) -> Vec<Decision>
                     at_key,
                 },
                 // Half the load becomes movable; count the overload that half could relieve.
-                predicted_benefit_us: (node_load[owner] - capacity_load(owner))
-                    .clamp(0.0, load / 2.0)
-                    * clean(input.cost.overload_us_per_access),
+                predicted_benefit_us: crate::cost::saturate(
+                    (node_load[owner] - capacity_load(owner)).clamp(0.0, load / 2.0)
+                        * clean(input.cost.overload_us_per_access),
+                ),
                 predicted_cost_us: input.cost.handoff_cost_us(load),
             });
         }
@@ -552,6 +553,35 @@ mod tests {
                     prop_assert!(load[to] <= capacity_load + 1e-6, "node {} load {} > {}", to, load[to], capacity_load);
                     prop_assert!(bytes[to] <= capacity_bytes);
                 }
+            }
+        }
+
+        /// Garbage numbers (NaN, infinities, huge values) never panic and never yield
+        /// non-finite predictions.
+        #[test]
+        fn garbage_numbers_are_survived(
+            cells in proptest::collection::vec((0u32..10, 0u16..3, proptest::num::f64::ANY), 0..40),
+            capacity in proptest::num::f64::ANY,
+            owners in proptest::collection::vec(0u16..4, 10),
+        ) {
+            let mut fragments: Vec<FragmentState> = (0..10)
+                .map(|f| fragment(f as FragmentIndex, owners[f], 1 << 20))
+                .collect();
+            fragments[0].split_key = Some(b"k".to_vec());
+            fragments[1].right_neighbour = Some(2);
+            let affinity = rows(&cells, 10);
+            let capacities = vec![NodeCapacity { load: capacity, bytes: u64::MAX }; 3];
+            let cost = CostModel::default();
+            let input = PlacementInput {
+                fragments: &fragments,
+                affinity: &affinity,
+                capacities: &capacities,
+                budget: budget(),
+                cost: &cost,
+            };
+            for decision in solve(&input, &SolverConfig::default()) {
+                prop_assert!(decision.predicted_benefit_us.is_finite());
+                prop_assert!(decision.predicted_cost_us.is_finite());
             }
         }
 

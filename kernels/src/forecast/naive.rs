@@ -119,6 +119,33 @@ mod tests {
         assert_eq!(forecasts, vec![4.0, 5.0, 6.0, 4.0, 5.0, 6.0]);
     }
 
+    proptest::proptest! {
+        /// Naive forecasts the last finite value, seasonal naive the value one season before
+        /// the target, at every horizon, for any input.
+        #[test]
+        fn baselines_repeat_history(
+            values in proptest::collection::vec(-1e9f64..1e9, 1..100),
+            season in 1usize..12,
+            horizon in 1usize..30,
+        ) {
+            let mut naive = Naive::new();
+            let mut seasonal = SeasonalNaive::new(season);
+            for &x in &values {
+                naive.observe(x);
+                seasonal.observe(x);
+                naive.observe(f64::NAN);
+            }
+            let last = values[values.len() - 1];
+            proptest::prop_assert_eq!(naive.forecast(horizon).mean, last);
+            let expected = if values.len() < season {
+                last
+            } else {
+                values[values.len() - season + (horizon - 1) % season]
+            };
+            proptest::prop_assert_eq!(seasonal.forecast(horizon).mean, expected);
+        }
+    }
+
     #[test]
     fn seasonal_naive_interval_widens_per_season() {
         let mut model = SeasonalNaive::new(2);
