@@ -1,7 +1,10 @@
 //! Predictive placement vs the static, reactive and oracle baselines on a synthetic cluster
 //! workload, with the feedback log's calibration of each policy.
 //!
-//! `cargo run --release -p augur-kernels --example policy_compare`
+//! `cargo run --release -p augur-kernels --example policy_compare [-- --heatmap FILE.csv]`
+//!
+//! With `--heatmap`, the predictive policy's observed and predicted per-tick load per fragment
+//! key range is written as CSV (`affinity::Heatmap`).
 //!
 //! Workload (fixed seed, Poisson noise around known rates): 4 nodes, 64 fragments of 4 MiB in
 //! four groups. Group g is read mostly by node g during the first half of each 24-tick "day"
@@ -10,7 +13,7 @@
 //! Every policy starts from the same jump-hash placement. Cost per tick is the latency all
 //! remote accesses pay plus the cost of every migration, in the cost model's microseconds.
 
-use augur_kernels::affinity::{Affinity, FragmentAffinity};
+use augur_kernels::affinity::{Affinity, FragmentAffinity, Heatmap};
 use augur_kernels::baselines::{
     jump_consistent_hash, oracle_policy, ReactiveConfig, ReactivePolicy,
 };
@@ -154,6 +157,8 @@ fn main() {
         pending: Vec::new(),
     })
     .collect();
+    let heatmap_path = std::env::args().skip_while(|arg| arg != "--heatmap").nth(1);
+    let mut heatmap = Heatmap::new();
     let mut feedback = FeedbackLog::new();
     let gap = cost.remote_access_us - cost.local_access_us;
     let mut rng = SplitMix64::new(2026);
@@ -224,6 +229,16 @@ fn main() {
                     }
                     predictor.fold(recorder);
                     let affinity = predictor.tick();
+                    if heatmap_path.is_some() {
+                        for (f, row) in counts.iter().enumerate() {
+                            // Fragment f holds keys [f * 1024, (f + 1) * 1024) as big-endian u32.
+                            let low = (f as u32 * 1024).to_be_bytes();
+                            let high = ((f as u32 + 1) * 1024).to_be_bytes();
+                            let predicted =
+                                affinity.fragment_load(f as FragmentIndex) / HORIZON as f64;
+                            heatmap.push(t as u64, &low, &high, row.iter().sum(), predicted);
+                        }
+                    }
                     let input = PlacementInput {
                         fragments: &policy.fragments,
                         affinity: &affinity,
@@ -286,6 +301,12 @@ fn main() {
             total / 1e6,
             total / static_total
         );
+    }
+    if let Some(path) = heatmap_path {
+        match std::fs::write(&path, heatmap.to_csv()) {
+            Ok(()) => println!("heatmap: {} cells written to {path}", heatmap.len()),
+            Err(error) => eprintln!("heatmap: cannot write {path}: {error}"),
+        }
     }
     println!("\nfeedback calibration (predicted vs observed net benefit per migration, over the horizon)");
     println!(

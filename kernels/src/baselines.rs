@@ -68,6 +68,9 @@ pub struct ReactiveConfig {
     pub follow_share: f64,
     /// Observed per-tick load is scaled by this to compare with horizon capacities.
     pub horizon_ticks: f64,
+    /// Split a fragment (TiKV-style load split) whose scaled load stayed above this fraction
+    /// of its owner's capacity for `ticks_required` ticks, if it has a split key.
+    pub split_load_fraction: f64,
 }
 
 impl Default for ReactiveConfig {
@@ -77,6 +80,7 @@ impl Default for ReactiveConfig {
             ticks_required: 3,
             follow_share: 0.6,
             horizon_ticks: 10.0,
+            split_load_fraction: 0.5,
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct ReactivePolicy {
     config: ReactiveConfig,
     hot_streak: Vec<u32>,
     follow_streak: Vec<(NodeId, u32)>,
+    split_streak: Vec<u32>,
 }
 
 impl ReactivePolicy {
@@ -95,6 +100,7 @@ impl ReactivePolicy {
             config,
             hot_streak: Vec::new(),
             follow_streak: Vec::new(),
+            split_streak: Vec::new(),
         }
     }
 
@@ -115,6 +121,7 @@ impl ReactivePolicy {
         };
         self.hot_streak.resize(nodes, 0);
         self.follow_streak.resize(fragments.len(), (NodeId::MAX, 0));
+        self.split_streak.resize(fragments.len(), 0);
         let mut node_load = vec![0.0; nodes];
         for fragment in fragments {
             if let Some(load) = node_load.get_mut(usize::from(fragment.owner)) {
@@ -174,6 +181,30 @@ impl ReactivePolicy {
                 predicted_cost_us: estimate.cost_us,
             });
         };
+        // Load split of fragments that stayed too hot for one node.
+        for (position, fragment) in fragments.iter().enumerate() {
+            let owner = usize::from(fragment.owner);
+            let too_hot = owner < nodes
+                && observed.fragment_load(fragment.index) * scale
+                    > self.config.split_load_fraction * capacities[owner].load;
+            let streak = &mut self.split_streak[position];
+            *streak = if too_hot { streak.saturating_add(1) } else { 0 };
+            if *streak >= self.config.ticks_required && decisions.len() < budget.max_actions {
+                if let Some(at_key) = fragment.split_key.clone() {
+                    *streak = 0;
+                    moved[position] = true;
+                    decisions.push(Decision {
+                        action: Action::Split {
+                            fragment: fragment.index,
+                            at_key,
+                        },
+                        predicted_benefit_us: 0.0,
+                        predicted_cost_us: cost
+                            .handoff_cost_us(observed.fragment_load(fragment.index) * scale),
+                    });
+                }
+            }
+        }
         // Follow a dominant remote accessor that persisted.
         for (position, fragment) in fragments.iter().enumerate() {
             let dominant = observed
@@ -321,6 +352,38 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn reactive_splits_a_persistently_hot_fragment() {
+        let mut fragments = vec![fragment(0, 0)];
+        fragments[0].split_key = Some(b"m".to_vec());
+        let observed = Affinity::from_rows(vec![FragmentAffinity {
+            total: 0.0,
+            by_node: vec![(0, 800.0)],
+        }]);
+        let capacities = vec![
+            NodeCapacity {
+                load: 10_000.0,
+                bytes: u64::MAX
+            };
+            2
+        ];
+        let budget = Budget {
+            max_actions: 10,
+            max_bytes: u64::MAX,
+        };
+        let mut policy = ReactivePolicy::new(ReactiveConfig::default());
+        let cost = CostModel::default();
+        let decisions: Vec<Vec<Decision>> = (0..3)
+            .map(|_| policy.decide(&fragments, &observed, &capacities, budget, &cost))
+            .collect();
+        assert!(decisions[0].is_empty() && decisions[1].is_empty());
+        assert!(decisions[2].iter().any(|d| d.action
+            == Action::Split {
+                fragment: 0,
+                at_key: b"m".to_vec()
+            }));
     }
 
     proptest! {
