@@ -8,6 +8,9 @@ use crate::forecast::{
 };
 use std::collections::VecDeque;
 
+/// Most models an ensemble holds (`build_models` makes at most 6).
+const MAX_MODELS: usize = 8;
+
 /// Every model the ensemble can hold (enum dispatch: no boxing on the per-tick path).
 #[derive(Clone, Debug)]
 pub enum Model {
@@ -202,7 +205,8 @@ pub struct Ensemble {
 
 impl Ensemble {
     pub fn new(config: EnsembleConfig) -> Self {
-        let models = config.build_models();
+        let mut models = config.build_models();
+        models.truncate(MAX_MODELS);
         let window = config.window.max(2);
         let count = models.len();
         Ensemble {
@@ -253,17 +257,23 @@ impl Ensemble {
     }
 
     fn reweight(&mut self) {
-        let mase: Vec<f64> = self
-            .rolling_mase()
-            .into_iter()
-            .map(|m| if m.is_finite() { m } else { f64::MAX })
-            .collect();
-        let mut order: Vec<usize> = (0..mase.len()).collect();
-        order.sort_by(|&a, &b| mase[a].total_cmp(&mase[b]));
+        // Stack arrays: this runs for every live series every tick, so no allocation.
+        let count = self.models.len().min(MAX_MODELS);
+        let scale = self.naive_errors.mean();
+        let mut mase = [f64::MAX; MAX_MODELS];
+        for (slot, errors) in mase.iter_mut().zip(self.model_errors.iter()).take(count) {
+            let m = mase_ratio(errors.mean(), scale);
+            *slot = if m.is_finite() { m } else { f64::MAX };
+        }
+        let mut order = [0usize; MAX_MODELS];
+        for (i, slot) in order.iter_mut().enumerate() {
+            *slot = i;
+        }
+        order[..count].sort_by(|&a, &b| mase[a].total_cmp(&mase[b]).then(a.cmp(&b)));
         self.weights.iter_mut().for_each(|w| *w = 0.0);
-        let keep = self.config.top_models.clamp(1, order.len().max(1));
+        let keep = self.config.top_models.clamp(1, count.max(1));
         let mut total = 0.0;
-        for &i in order.iter().take(keep) {
+        for &i in order.iter().take(keep.min(count)) {
             let weight = 1.0 / (mase[i] * mase[i] + 1e-6);
             self.weights[i] = weight;
             total += weight;
@@ -272,7 +282,7 @@ impl Ensemble {
             self.weights.iter_mut().for_each(|w| *w /= total);
         } else {
             // Errors too large to compare (absurd inputs): share equally among the kept models.
-            for &i in order.iter().take(keep) {
+            for &i in order.iter().take(keep.min(count)) {
                 self.weights[i] = 1.0 / keep as f64;
             }
         }
@@ -321,9 +331,27 @@ impl Forecaster for Ensemble {
             return;
         }
         if let Some(last) = self.last {
-            let combined = self.forecast(1).mean;
-            for (model, errors) in self.models.iter().zip(self.model_errors.iter_mut()) {
-                errors.push((x - model.forecast(1).mean).abs());
+            // Each model's one-step forecast once; the combination reuses them.
+            let mut one_step = [0.0; MAX_MODELS];
+            for (slot, model) in one_step.iter_mut().zip(self.models.iter()) {
+                *slot = model.forecast(1).mean;
+            }
+            let combined = if self.hold_remaining > 0 || self.naive_errors.len() < 3 {
+                one_step[0]
+            } else {
+                let mixed: f64 = one_step
+                    .iter()
+                    .zip(self.weights.iter())
+                    .map(|(f, w)| f * w)
+                    .sum();
+                if mixed.is_finite() {
+                    mixed
+                } else {
+                    last
+                }
+            };
+            for (forecast, errors) in one_step.iter().zip(self.model_errors.iter_mut()) {
+                errors.push((x - forecast).abs());
             }
             self.naive_errors.push((x - last).abs());
             self.update_shift_detector(x - combined, last);

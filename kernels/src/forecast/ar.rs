@@ -3,6 +3,9 @@
 use super::{ErrorScale, Forecast, Forecaster};
 use std::collections::VecDeque;
 
+/// Largest supported AR order.
+pub const MAX_ORDER: usize = 16;
+
 /// Initial diagonal of the inverse-covariance matrix: "know nothing yet".
 const INITIAL_UNCERTAINTY: f64 = 1e4;
 
@@ -27,9 +30,9 @@ pub struct ArRls {
 }
 
 impl ArRls {
-    /// `order` is clamped to 1..=16; `lambda` to [0.9, 1].
+    /// `order` is clamped to 1..=MAX_ORDER; `lambda` to [0.9, 1].
     pub fn new(order: usize, lambda: f64) -> Self {
-        let order = order.clamp(1, 16);
+        let order = order.clamp(1, MAX_ORDER);
         let lambda = if lambda.is_finite() {
             lambda.clamp(0.9, 1.0)
         } else {
@@ -206,19 +209,24 @@ impl Forecaster for ArRls {
         if !self.is_warm() {
             return last * horizon as f64;
         }
-        // One pass of the recursion instead of `horizon` separate ones.
-        let mut window: VecDeque<f64> = self.lags.clone();
+        // One pass of the recursion instead of `horizon` separate ones, on a stack window
+        // (order <= MAX_ORDER), most recent value first.
+        let mut window = [0.0; MAX_ORDER];
+        for (slot, lag) in window.iter_mut().zip(self.lags.iter()) {
+            *slot = *lag;
+        }
+        let order = self.order;
         let mut sum = 0.0;
         for _ in 0..horizon.min(4096) {
             let next = self.theta[0]
                 + self.theta[1..]
                     .iter()
-                    .zip(window.iter())
+                    .zip(window[..order].iter())
                     .map(|(a, x)| a * x)
                     .sum::<f64>();
             sum += next;
-            window.pop_back();
-            window.push_front(next);
+            window.copy_within(0..order - 1, 1);
+            window[0] = next;
         }
         if sum.is_finite() {
             sum
