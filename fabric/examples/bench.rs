@@ -336,15 +336,28 @@ fn verbs_transports(
     Some((a, b))
 }
 
-fn cpu_time() -> Duration {
-    // getrusage through /proc (no unsafe outside fabric/src/verbs): utime + stime in ticks
+/// (user, system) CPU time of this process, from /proc/self/stat (USER_HZ = 100).
+fn cpu_times() -> (Duration, Duration) {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = s.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    // fields after the comm: state(0) ... utime is field 14 of stat => index 11 here
-    let ticks: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ = 100 on Linux
+    // after "pid (comm)": state is index 0, utime index 11, stime index 12
+    let t = |i: usize| {
+        Duration::from_millis(f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) * 10)
+    };
+    (t(11), t(12))
+}
+
+/// System-wide softirq time (ms) from /proc/stat: where rxe's packet work is accounted when
+/// the kernel keeps IRQ time apart.
+fn softirq_ms() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = s.lines().next().unwrap_or("");
+    line.split_whitespace()
+        .nth(7)
+        .and_then(|x| x.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 10
 }
 
 fn fnv(r: &Region, len: u64) -> u64 {
@@ -385,17 +398,35 @@ async fn zc_serve<T: Transport>(t: T, size: u64) {
     conn.send(&mr.descriptor().encode())
         .await
         .unwrap_or_else(|e| die(&e.to_string()));
-    // From here the owner does nothing but wait (timer, no polling) until the reader hangs up.
-    let cpu0 = cpu_time();
+    // From here the owner does nothing but wait (a 250 ms timer, no polling) until the
+    // reader hangs up; then the same wait with no transfer, as the control.
+    let (u0, s0) = cpu_times();
+    let sirq0 = softirq_ms();
     let t0 = Instant::now();
     while conn.failure().is_none() {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        glommio::timer::sleep(Duration::from_millis(250)).await;
     }
-    let cpu = cpu_time().saturating_sub(cpu0);
+    let (u1, s1) = cpu_times();
+    let sirq1 = softirq_ms();
+    let wall = t0.elapsed();
     println!(
-        "RESULT zerocopy source_cpu_ms={} wall_ms={} bytes={size}",
-        cpu.as_millis(),
-        t0.elapsed().as_millis()
+        "RESULT zerocopy source_user_ms={} source_sys_ms={} wall_ms={} bytes={size} system_softirq_ms={}",
+        (u1 - u0).as_millis(),
+        (s1 - s0).as_millis(),
+        wall.as_millis(),
+        sirq1.saturating_sub(sirq0)
+    );
+    let control = Duration::from_secs(10);
+    let t1 = Instant::now();
+    while t1.elapsed() < control {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+    }
+    let (u2, s2) = cpu_times();
+    println!(
+        "RESULT zeroidle source_user_ms={} source_sys_ms={} wall_ms={} (same owner, idle, no transfer)",
+        (u2 - u1).as_millis(),
+        (s2 - s1).as_millis(),
+        t1.elapsed().as_millis()
     );
 }
 

@@ -14,8 +14,41 @@
 //! its completion queues from the futures of the operations themselves (busy-poll up to a
 //! budget, then yield), so it needs no reactor.
 //!
-//! The verbs module walks through the verbs objects in the order they are used:
-//! device → PD → MR → CQ → QP → handshake → post → poll; see [`verbs`].
+//! # Example
+//!
+//! ```no_run
+//! use augur_fabric::tcp::TcpTransport;
+//! use augur_fabric::{Access, Connection, FabricConfig, LocalMr, Region, RemoteRegion, Transport};
+//!
+//! # async fn demo() -> augur_fabric::Result<()> {
+//! let cfg = FabricConfig::new(b"the cluster secret, >= 16 bytes".to_vec());
+//! let owner = TcpTransport::bind(cfg.clone(), "127.0.0.1:0".parse().unwrap())?;
+//! let reader = TcpTransport::bind(cfg, "127.0.0.1:0".parse().unwrap())?;
+//! let (r, o) = futures_lite::future::zip(reader.connect(owner.local_addr()), owner.accept()).await;
+//! let (r, o) = (r?, o?);
+//!
+//! // the owner registers a memfd region and sends its descriptor
+//! let src = Region::new("fragment", 1 << 20)?;
+//! src.write_at(0, b"hello")?;
+//! let src_mr = owner.register(&src, Access::READ)?;
+//! o.send(&src_mr.descriptor().encode()).await?;
+//!
+//! // the reader pulls it with a one-sided read into its own region
+//! let desc = RemoteRegion::decode(&r.recv().await?)?;
+//! let dst = Region::new("copy", 1 << 20)?;
+//! let dst_mr = reader.register(&dst, Access::LOCAL)?;
+//! r.read(&desc, 0, desc.len, &dst_mr, 0).await?;
+//! # Ok(()) }
+//! ```
+//! (Run inside a glommio `LocalExecutor`.) The verbs backend is used the same way with
+//! `verbs::transport::VerbsTransport::bind`.
+//!
+//! # Verbs, step by step
+//!
+//! The [`verbs`] module documents the verbs objects in the order they are used — device →
+//! PD → MR → CQ → QP → handshake → post → poll — one file per concept
+//! (`fabric/src/verbs/{device,pd,mr,cq,qp,connect}.rs`), with the transport on top in
+//! `verbs/transport.rs`. All `unsafe` of the crate is under `fabric/src/verbs`.
 //!
 //! # Memory locking
 //!

@@ -169,8 +169,10 @@ pub struct FabricConfig {
     pub sq_depth: u32,
     /// Verbs: largest inline send payload requested from the device.
     pub max_inline: u32,
-    /// Verbs: completions polled per poll call before yielding to the executor.
+    /// Verbs: completions taken from the CQ per poll.
     pub poll_budget: u32,
+    /// Verbs: polls a waiting operation spins through before yielding to the executor.
+    pub spin_polls: u32,
     /// Verbs: largest single work request; longer transfers are split into a chain.
     pub max_wr_bytes: u32,
 }
@@ -190,6 +192,7 @@ impl FabricConfig {
             sq_depth: 256,
             max_inline: 128,
             poll_budget: 32,
+            spin_polls: 64,
             max_wr_bytes: 1 << 20,
         }
     }

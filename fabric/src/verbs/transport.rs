@@ -209,6 +209,8 @@ impl VerbsTransport {
             depth,
             max_msg,
             budget: cfg.poll_budget.max(1) as usize,
+            spin: cfg.spin_polls.max(1),
+            scratch: RefCell::new(Vec::with_capacity(POLL_BATCH)),
             max_wr_bytes: cfg.max_wr_bytes as u64,
             boot: Boot(Rc::new(RefCell::new(stream))),
         });
@@ -356,6 +358,8 @@ struct VInner {
     depth: u64,
     max_msg: u64,
     budget: usize,
+    spin: u32,
+    scratch: RefCell<Vec<Completion>>,
     max_wr_bytes: u64,
     boot: Boot,
 }
@@ -402,9 +406,27 @@ impl VInner {
         }
     }
 
+    /// Busy-polls: up to `spin` rounds of `progress` until `check` yields a result; then
+    /// wakes itself and yields to the executor (other tasks run before the next round).
+    fn spin_poll<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut check: impl FnMut(&VInner) -> Option<R>,
+    ) -> Poll<R> {
+        for _ in 0..self.spin {
+            self.progress();
+            if let Some(r) = check(self) {
+                return Poll::Ready(r);
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Polls the CQ (up to the budget) and applies the completions.
     fn progress(&self) {
-        let mut comps: Vec<Completion> = Vec::new();
+        let mut comps = std::mem::take(&mut *self.scratch.borrow_mut());
+        comps.clear();
         let mut left = self.budget;
         while left > 0 {
             match self.cq.poll(left.min(POLL_BATCH), &mut comps) {
@@ -416,13 +438,14 @@ impl VInner {
                 }
             }
         }
-        for c in comps {
+        for c in comps.drain(..) {
             if c.wr_id & RECV_TAG != 0 {
                 self.on_recv(c);
             } else {
                 self.on_send(c);
             }
         }
+        *self.scratch.borrow_mut() = comps;
     }
 
     fn on_recv(&self, c: Completion) {
@@ -523,16 +546,13 @@ impl VInner {
             let g = group.len() as u32;
             // wait for room in the send queue
             futures_lite::future::poll_fn(|cx| {
-                self.progress();
-                let st = self.state.borrow();
-                if let Some(why) = &st.failed {
-                    return Poll::Ready(Err(Error::Disconnected(why.clone())));
-                }
-                if st.sq_used + g <= self.sq_depth {
-                    return Poll::Ready(Ok(()));
-                }
-                cx.waker().wake_by_ref();
-                Poll::Pending
+                self.spin_poll(cx, |c| {
+                    let st = c.state.borrow();
+                    if let Some(why) = &st.failed {
+                        return Some(Err(Error::Disconnected(why.clone())));
+                    }
+                    (st.sq_used + g <= c.sq_depth).then_some(Ok(()))
+                })
             })
             .await?;
             self.post_group(op, &group)?;
@@ -656,21 +676,21 @@ impl VInner {
     async fn wait_op(&self, id: u64) -> Result<()> {
         let guard = OpGuard { conn: self, id };
         let r = futures_lite::future::poll_fn(|cx| {
-            self.progress();
-            let mut st = self.state.borrow_mut();
-            let Some(op) = st.ops.get_mut(&id) else {
-                return Poll::Ready(Err(Error::Disconnected("operation lost".into())));
-            };
-            if let Some(e) = op.err.take() {
-                st.ops.remove(&id);
-                return Poll::Ready(Err(e));
-            }
-            if op.remaining == 0 {
-                st.ops.remove(&id);
-                return Poll::Ready(Ok(()));
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
+            self.spin_poll(cx, |c| {
+                let mut st = c.state.borrow_mut();
+                let Some(op) = st.ops.get_mut(&id) else {
+                    return Some(Err(Error::Disconnected("operation lost".into())));
+                };
+                if let Some(e) = op.err.take() {
+                    st.ops.remove(&id);
+                    return Some(Err(e));
+                }
+                if op.remaining == 0 {
+                    st.ops.remove(&id);
+                    return Some(Ok(()));
+                }
+                None
+            })
         })
         .await;
         std::mem::forget(guard);
@@ -800,26 +820,26 @@ impl Connection for VerbsConnection {
         // a credit (and, for non-inline messages, a send slot)
         let inline = msg.len() <= c.max_inline && !msg.is_empty();
         let slot = futures_lite::future::poll_fn(|cx| {
-            c.progress();
-            let mut st = c.state.borrow_mut();
-            if let Some(why) = &st.failed {
-                return Poll::Ready(Err(Error::Disconnected(why.clone())));
-            }
-            let peer_consumed = c.credit.region().load_u64(0).unwrap_or(0);
-            let has_credit = st.sent.saturating_sub(peer_consumed) < c.peer.recv_depth as u64;
-            let room = st.sq_used < c.sq_depth;
-            if has_credit && room {
-                if inline {
-                    st.sent += 1;
-                    return Poll::Ready(Ok(None));
+            c.spin_poll(cx, |c| {
+                let mut st = c.state.borrow_mut();
+                if let Some(why) = &st.failed {
+                    return Some(Err(Error::Disconnected(why.clone())));
                 }
-                if let Some(s) = st.free_slots.pop() {
-                    st.sent += 1;
-                    return Poll::Ready(Ok(Some(s)));
+                let peer_consumed = c.credit.region().load_u64(0).unwrap_or(0);
+                let has_credit = st.sent.saturating_sub(peer_consumed) < c.peer.recv_depth as u64;
+                let room = st.sq_used < c.sq_depth;
+                if has_credit && room {
+                    if inline {
+                        st.sent += 1;
+                        return Some(Ok(None));
+                    }
+                    if let Some(s) = st.free_slots.pop() {
+                        st.sent += 1;
+                        return Some(Ok(Some(s)));
+                    }
                 }
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
+                None
+            })
         })
         .await?;
         match slot {
@@ -879,17 +899,16 @@ impl Connection for VerbsConnection {
     async fn recv(&self) -> Result<Vec<u8>> {
         let c = &self.inner;
         let msg = futures_lite::future::poll_fn(|cx| {
-            c.progress();
-            let mut st = c.state.borrow_mut();
-            if let Some(m) = st.inbox.pop_front() {
-                st.consumed += 1;
-                return Poll::Ready(Ok(m));
-            }
-            if let Some(why) = &st.failed {
-                return Poll::Ready(Err(Error::Disconnected(why.clone())));
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
+            c.spin_poll(cx, |c| {
+                let mut st = c.state.borrow_mut();
+                if let Some(m) = st.inbox.pop_front() {
+                    st.consumed += 1;
+                    return Some(Ok(m));
+                }
+                st.failed
+                    .as_ref()
+                    .map(|why| Err(Error::Disconnected(why.clone())))
+            })
         })
         .await?;
         let report = {
