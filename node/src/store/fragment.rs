@@ -56,13 +56,13 @@ impl Geometry {
         }
     }
 
-    /// At least this geometry, grown so that `live_keys`/`live_bytes` use no more
-    /// than half of it.
-    pub fn with_headroom(mut self, live_keys: usize, live_bytes: usize) -> Geometry {
-        while Self::slot_capacity(self.buckets) < 2 * live_keys + 2 {
+    /// At least this geometry, grown (index by doubling) until it holds `keys` keys
+    /// and `bytes` log bytes.
+    pub fn with_room_for(mut self, keys: usize, bytes: usize) -> Geometry {
+        while Self::slot_capacity(self.buckets) < keys {
             self.buckets *= 2;
         }
-        self.log_capacity = self.log_capacity.max(2 * live_bytes);
+        self.log_capacity = self.log_capacity.max(bytes);
         self
     }
 
@@ -479,8 +479,11 @@ impl Fragment {
         now_ms: u64,
         hugetlb: bool,
     ) -> Result<Fragment, StoreError> {
+        // A fragment is compacted (not split) only while its live data fits in half
+        // a region, so the default geometry has room to spare; only a fragment that
+        // cannot split (one huge value) grows, to twice what it must hold.
         let geometry = Geometry::sized_for(target_len, self.average_record())
-            .with_headroom(self.live_keys + 1, self.live_bytes + need);
+            .with_room_for(2 * (self.live_keys + 1), 2 * (self.live_bytes + need));
         self.copy_range(
             self.id,
             self.lo.clone(),
@@ -527,8 +530,12 @@ impl Fragment {
         now_ms: u64,
         hugetlb: bool,
     ) -> Result<(Fragment, Fragment), StoreError> {
+        // Each half gets about half the keys; the sample median can be off, so leave
+        // room for 5/8. Asking for more would double the index (a power of two) and
+        // leave it a quarter full.
+        let share = |n: usize| n / 2 + n / 8 + 1;
         let geometry = Geometry::sized_for(target_len, self.average_record())
-            .with_headroom(self.live_keys / 2 + 1, self.live_bytes / 2);
+            .with_room_for(share(self.live_keys), share(self.live_bytes));
         let lower = self.copy_range(
             self.id,
             self.lo.clone(),
@@ -780,8 +787,13 @@ mod tests {
     fn geometry_stays_within_target_and_grows_for_headroom() {
         let g = Geometry::sized_for(16 << 20, 72);
         assert!(g.region_len() <= 16 << 20 && g.region_len() > 7 << 20);
-        let big = g.with_headroom(1_000_000, 100 << 20);
+        assert_eq!(g.with_room_for(1000, 1000), g, "already roomy enough");
+        let big = g.with_room_for(2_000_000, 200 << 20);
         assert!(Geometry::slot_capacity(big.buckets) >= 2_000_000);
+        assert!(
+            Geometry::slot_capacity(big.buckets / 2) < 2_000_000,
+            "grown no more than needed"
+        );
         assert!(big.log_capacity >= 200 << 20);
     }
 }
