@@ -5,7 +5,8 @@
 //! ```text
 //! bench [tcp] [verbs] [plain]      backends to measure (default: all that can run)
 //!   --sizes 64,4096,65536,1048576,4194304
-//!   --bytes N        bytes moved per bandwidth point (default 32 MiB)
+//!   --bytes N        bytes per bandwidth point (iterations = N / size, clamped to 100..20000,
+//!                    as ci/bench-fabric runs perftest; default 64 MiB)
 //!   --dev-a rxe0 --dev-b rxe1      verbs devices (reader, owner)
 //! bench zerocopy-serve --size N [--port P] [--verbs|--tcp]   owner of the source region
 //! bench zerocopy-pull  --size N --addr HOST:PORT [--verbs|--tcp]
@@ -43,7 +44,7 @@ fn parse() -> Args {
     let mut a = Args {
         what: Vec::new(),
         sizes: vec![64, 4096, 65536, 1 << 20, 4 << 20],
-        bytes: 32 << 20,
+        bytes: 64 << 20,
         dev_a: None,
         dev_b: None,
         size: 1 << 30,
@@ -106,8 +107,8 @@ fn lat_iters(size: u64) -> u64 {
     }
 }
 
-/// READ or WRITE bandwidth: `bytes` moved in `size` ops, 4 tasks each keeping batches of
-/// up to 32 ops in flight.
+/// READ or WRITE bandwidth: `bytes / size` ops (clamped to 100..=20000) of `size` bytes,
+/// 4 tasks each keeping a batch of up to 32 ops in flight.
 async fn bw<T: Transport>(
     conn: &Rc<T::Conn>,
     local: &Rc<T::Mr>,
@@ -120,7 +121,8 @@ where
     T::Conn: 'static,
     T::Mr: 'static,
 {
-    let ops_total = (bytes / size).max(8);
+    // iterations as perftest-style runs: bytes / size, clamped to 100..=20000
+    let ops_total = (bytes / size).clamp(100, 20_000);
     let tasks = 4u64;
     let per_task = ops_total.div_ceil(tasks);
     let slots = (remote.len / size).max(1);
@@ -212,6 +214,11 @@ where
         .unwrap_or_else(|e| die(&e.to_string()));
     let local =
         Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+    // touch every page once, as a long-lived region would be (no first-touch faults in the
+    // measurement; verbs registration pins and faults pages in anyway)
+    local
+        .fill(0, region_len, 0)
+        .unwrap_or_else(|e| die(&e.to_string()));
     let lmr = Rc::new(
         a.register(&local, Access::LOCAL)
             .unwrap_or_else(|e| die(&e.to_string())),
@@ -219,12 +226,7 @@ where
     let desc = rmr.descriptor();
     for &size in &args.sizes {
         for (op, read) in [("read", true), ("write", false)] {
-            let bytes = if size < 4096 {
-                args.bytes / 16
-            } else {
-                args.bytes
-            };
-            let b_mbps = bw::<T>(&ca, &lmr, desc, size, bytes, read).await;
+            let b_mbps = bw::<T>(&ca, &lmr, desc, size, args.bytes, read).await;
             let (p50, p99) = lat::<T>(&ca, &lmr, desc, size, read).await;
             println!(
                 "RESULT {name} {op} {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}"
@@ -265,14 +267,9 @@ async fn plain(args: &Args) {
         .await
         .unwrap_or_else(|e| die(&e.to_string()));
     let _ = c.set_nodelay(true);
-    let mut buf = vec![0u8; 4 << 20];
+    let mut buf = vec![1u8; 4 << 20];
     for &size in &args.sizes {
-        let bytes = if size < 4096 {
-            args.bytes / 16
-        } else {
-            args.bytes
-        };
-        let count = (bytes / size).max(8);
+        let count = (args.bytes / size).clamp(100, 20_000);
         let mut req = [0u8; 16];
         req[..8].copy_from_slice(&size.to_le_bytes());
         req[8..].copy_from_slice(&count.to_le_bytes());

@@ -4,9 +4,10 @@
 //! demultiplexes frames; each READ request is served by a responder task that writes the
 //! bytes straight from the registered mapping to the socket (`send(2)` from the region, no
 //! intermediate buffer), streamed in chunks of at most `stream_chunk` bytes so that other
-//! frames interleave; READ data and WRITE payloads are received straight into the target
-//! region (`recv(2)` into the mapping). Requires a glommio executor (tasks are spawned with
-//! `glommio::spawn_local`).
+//! frames interleave; READ data and WRITE payloads of 16 KiB or more are received straight
+//! into the target region (`recv(2)` into the mapping), smaller ones through a 64 KiB receive
+//! buffer so that one `recv` brings in many small frames. Requires a glommio executor (tasks
+//! are spawned with `glommio::spawn_local`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -591,14 +592,77 @@ async fn reply(conn: Rc<CInner>, h: Header) {
     let _ = conn.write_frame(&h, &[]).await;
 }
 
-async fn drain(sock: &mut Sock, mut n: u64) -> std::io::Result<()> {
-    let mut scratch = vec![0u8; 64 << 10];
-    while n > 0 {
-        let k = n.min(scratch.len() as u64) as usize;
-        sock.read_exact(&mut scratch[..k]).await?;
-        n -= k as u64;
+/// Payloads at least this long are received straight into their target (no copy); shorter
+/// ones come through the receive buffer, so that one `recv` brings in many small frames.
+const DIRECT_RECV: usize = 16 << 10;
+
+/// The receive side of a connection: a buffer for headers and small payloads in front of
+/// the socket.
+struct Rx {
+    sock: Sock,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Rx {
+    fn new(sock: Sock) -> Rx {
+        Rx {
+            sock,
+            buf: vec![0u8; 64 << 10],
+            start: 0,
+            end: 0,
+        }
     }
-    Ok(())
+
+    /// Takes buffered bytes into `out`; returns how many.
+    fn take(&mut self, out: &mut [u8]) -> usize {
+        let k = out.len().min(self.end - self.start);
+        out[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
+        self.start += k;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        k
+    }
+
+    /// One `recv` into the free end of the buffer.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = self.sock.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    async fn read_exact(&mut self, out: &mut [u8]) -> std::io::Result<()> {
+        let mut pos = self.take(out);
+        while pos < out.len() {
+            if out.len() - pos >= DIRECT_RECV {
+                return self.sock.read_exact(&mut out[pos..]).await;
+            }
+            self.fill().await?;
+            pos += self.take(&mut out[pos..]);
+        }
+        Ok(())
+    }
+
+    async fn skip(&mut self, mut n: u64) -> std::io::Result<()> {
+        let mut scratch = [0u8; 4096];
+        while n > 0 {
+            let k = n.min(scratch.len() as u64) as usize;
+            self.read_exact(&mut scratch[..k]).await?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
 }
 
 fn eof(e: std::io::Error) -> Error {
@@ -611,8 +675,9 @@ fn eof(e: std::io::Error) -> Error {
 
 /// The per-connection reader task. Holds only a weak reference to the connection, so
 /// dropping every handle ends it.
-async fn reader(weak: Weak<CInner>, mut sock: Sock) -> Result<()> {
+async fn reader(weak: Weak<CInner>, sock: Sock) -> Result<()> {
     let mut hb = [0u8; HEADER_LEN];
+    let mut sock = Rx::new(sock);
     loop {
         sock.read_exact(&mut hb).await.map_err(eof)?;
         let h = Header::decode(&hb)?;
@@ -702,7 +767,7 @@ async fn reader(weak: Weak<CInner>, mut sock: Sock) -> Result<()> {
                         sock.read_exact(buf).await.map_err(eof)?;
                     }
                     Err(status) => {
-                        drain(&mut sock, h.len).await.map_err(eof)?;
+                        sock.skip(h.len).await.map_err(eof)?;
                         done.status = status.code();
                     }
                 }
