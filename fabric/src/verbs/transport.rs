@@ -126,16 +126,7 @@ impl VerbsTransport {
         let depth = cfg.recv_depth as u64;
         let max_msg = cfg.max_message as u64;
         let sq_depth = cfg.sq_depth;
-        let cq = CompletionQueue::new(&t.device, sq_depth + cfg.recv_depth + 16)?;
-        let qp = QueuePair::new(
-            &t.pd,
-            &cq,
-            QpCaps {
-                max_send_wr: sq_depth,
-                max_recv_wr: cfg.recv_depth,
-                max_inline: cfg.max_inline,
-            },
-        )?;
+        // (registrations first, so that on an error below the QP is dropped before them)
         let ctrl_region = Region::new(
             "augur-fabric-ctrl",
             (CTRL_HEADER + 2 * depth * max_msg) as usize,
@@ -150,6 +141,16 @@ impl VerbsTransport {
                 remote_write: true,
             },
         )?);
+        let cq = CompletionQueue::new(&t.device, sq_depth + cfg.recv_depth + 16)?;
+        let qp = QueuePair::new(
+            &t.pd,
+            &cq,
+            QpCaps {
+                max_send_wr: sq_depth,
+                max_recv_wr: cfg.recv_depth,
+                max_inline: cfg.max_inline,
+            },
+        )?;
         qp.to_init()?;
         let recv_base = CTRL_HEADER + depth * max_msg;
         for i in 0..depth {
