@@ -11,7 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
+
+use augur_node::resp::{next_frame, Frame, Limits};
+use bytes::{Bytes, BytesMut};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -336,7 +339,7 @@ impl Server {
         for (key, want) in [("save", ""), ("appendonly", "no")] {
             let reply = c.command(&[b"CONFIG", b"GET", key.as_bytes()])?;
             let got = match &reply {
-                Reply::Array(Some(items)) if items.len() == 2 => items[1].as_text(),
+                Frame::Array(items) if items.len() == 2 => text(&items[1]),
                 _ => None,
             };
             ensure!(
@@ -588,7 +591,7 @@ fn measure_memory(kind: &ServerKind, opts: &Options, augur: &Path) -> anyhow::Re
     let before = used_memory(&mut c).with_context(|| format!("INFO memory from {kind}"))?;
     let n = opts.memory_keys;
     let t = Instant::now();
-    let mut buf = Vec::with_capacity(LOAD_BATCH * 80);
+    let mut buf = BytesMut::with_capacity(LOAD_BATCH * 80);
     let mut i = 0u64;
     while i < n {
         let batch = (n - i).min(LOAD_BATCH as u64);
@@ -597,22 +600,25 @@ fn measure_memory(kind: &ServerKind, opts: &Options, augur: &Path) -> anyhow::Re
             let key = format!("key:{j:012}");
             let value = format!("val:{j:028}");
             debug_assert_eq!((key.len(), value.len()), (16, 32));
-            encode(&mut buf, &[b"SET", key.as_bytes(), value.as_bytes()]);
+            request(&[b"SET", key.as_bytes(), value.as_bytes()]).encode(&mut buf, false);
         }
-        c.writer
+        c.stream
             .write_all(&buf)
             .with_context(|| format!("writing SETs to {kind}"))?;
         for j in i..i + batch {
             match c.read_reply()? {
-                Reply::Simple(s) if s == "OK" => {}
-                Reply::Error(e) => bail!("{kind}: SET key:{j:012} got error: {e}"),
+                Frame::Simple(s) if &s[..] == b"OK" => {}
+                Frame::Error(e) => bail!(
+                    "{kind}: SET key:{j:012} got error: {}",
+                    String::from_utf8_lossy(&e)
+                ),
                 other => bail!("{kind}: SET key:{j:012} got {other:?}"),
             }
         }
         i += batch;
     }
     let dbsize = match c.command(&[b"DBSIZE"])? {
-        Reply::Int(v) => v,
+        Frame::Integer(v) => v,
         other => bail!("{kind}: DBSIZE got {other:?}"),
     };
     ensure!(
@@ -634,9 +640,10 @@ fn measure_memory(kind: &ServerKind, opts: &Options, augur: &Path) -> anyhow::Re
 }
 
 fn used_memory(c: &mut Resp) -> anyhow::Result<u64> {
-    let info = match c.command(&[b"INFO", b"memory"])? {
-        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
-        other => bail!("INFO memory got {other:?}"),
+    let reply = c.command(&[b"INFO", b"memory"])?;
+    let info = match text(&reply) {
+        Some(t) => t,
+        None => bail!("INFO memory got {reply:?}"),
     };
     let line = info
         .lines()
@@ -647,125 +654,68 @@ fn used_memory(c: &mut Resp) -> anyhow::Result<u64> {
         .with_context(|| format!("bad used_memory value '{line}'"))
 }
 
-/// A RESP reply, as much of it as this benchmark needs to check.
-#[derive(Debug)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
+/// A request as a RESP array of bulk strings.
+fn request(args: &[&[u8]]) -> Frame {
+    Frame::Array(
+        args.iter()
+            .map(|a| Frame::Bulk(Bytes::copy_from_slice(a)))
+            .collect(),
+    )
 }
 
-impl Reply {
-    fn as_text(&self) -> Option<String> {
-        match self {
-            Reply::Simple(s) => Some(s.clone()),
-            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
+/// The text of a string reply, if it is one.
+fn text(f: &Frame) -> Option<String> {
+    match f {
+        Frame::Simple(b) | Frame::Bulk(b) | Frame::Verbatim(b) => {
+            Some(String::from_utf8_lossy(b).into_owned())
         }
+        _ => None,
     }
 }
 
-fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-    for a in args {
-        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b"\r\n");
-    }
-}
-
-/// A minimal blocking RESP2 client over a plain TcpStream: replies are parsed
-/// from a buffered reader, so a reply split across reads is handled correctly.
+/// A minimal blocking client over a plain TcpStream, using the node's own RESP
+/// parser, so a reply split across reads is handled correctly.
 struct Resp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: TcpStream,
+    input: BytesMut,
+    chunk: Vec<u8>,
 }
 
 impl Resp {
     fn connect(port: u16) -> anyhow::Result<Resp> {
-        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
             .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-        s.set_read_timeout(Some(IO_TIMEOUT))?;
-        s.set_write_timeout(Some(IO_TIMEOUT))?;
-        s.set_nodelay(true)?;
-        let writer = s.try_clone().context("cloning the socket")?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
         Ok(Resp {
-            reader: BufReader::with_capacity(64 << 10, s),
-            writer,
+            stream,
+            input: BytesMut::new(),
+            chunk: vec![0u8; 64 << 10],
         })
     }
 
-    fn command(&mut self, args: &[&[u8]]) -> anyhow::Result<Reply> {
-        let mut buf = Vec::new();
-        encode(&mut buf, args);
-        self.writer.write_all(&buf).context("writing a command")?;
+    fn command(&mut self, args: &[&[u8]]) -> anyhow::Result<Frame> {
+        let mut out = BytesMut::new();
+        request(args).encode(&mut out, false);
+        self.stream.write_all(&out).context("writing a command")?;
         self.read_reply()
     }
 
-    /// One line without its CRLF.
-    fn line(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut l = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut l)
-            .context("reading a reply")?;
-        ensure!(n > 0, "connection closed by the server");
-        ensure!(
-            l.ends_with(b"\r\n"),
-            "reply line not CRLF-terminated: {:?}",
-            String::from_utf8_lossy(&l)
-        );
-        l.truncate(l.len() - 2);
-        Ok(l)
-    }
-
-    fn read_reply(&mut self) -> anyhow::Result<Reply> {
-        let l = self.line()?;
-        let (&kind, rest) = l.split_first().ok_or_else(|| anyhow!("empty reply line"))?;
-        let text = String::from_utf8_lossy(rest).into_owned();
-        let int = |t: &str| -> anyhow::Result<i64> {
-            t.parse()
-                .with_context(|| format!("bad integer '{t}' in reply"))
-        };
-        Ok(match kind {
-            b'+' => Reply::Simple(text),
-            b'-' => Reply::Error(text),
-            b':' => Reply::Int(int(&text)?),
-            b'$' => {
-                let len = int(&text)?;
-                if len < 0 {
-                    Reply::Bulk(None)
-                } else {
-                    let len = usize::try_from(len).context("bulk length")?;
-                    let mut b = vec![0u8; len + 2];
-                    self.reader
-                        .read_exact(&mut b)
-                        .context("reading a bulk reply")?;
-                    ensure!(b.ends_with(b"\r\n"), "bulk reply not CRLF-terminated");
-                    b.truncate(len);
-                    Reply::Bulk(Some(b))
-                }
+    fn read_reply(&mut self) -> anyhow::Result<Frame> {
+        loop {
+            if let Some(f) = next_frame(&mut self.input, &Limits::default())
+                .map_err(|e| anyhow!("bad reply from the server: {e}"))?
+            {
+                return Ok(f);
             }
-            b'*' => {
-                let len = int(&text)?;
-                if len < 0 {
-                    Reply::Array(None)
-                } else {
-                    let mut items = Vec::new();
-                    for _ in 0..len {
-                        items.push(self.read_reply()?);
-                    }
-                    Reply::Array(Some(items))
-                }
-            }
-            other => bail!(
-                "unknown reply type byte {:?} in line {:?}",
-                other as char,
-                String::from_utf8_lossy(&l)
-            ),
-        })
+            let n = self
+                .stream
+                .read(&mut self.chunk)
+                .context("reading a reply")?;
+            ensure!(n > 0, "connection closed by the server");
+            self.input.extend_from_slice(&self.chunk[..n]);
+        }
     }
 }
 
