@@ -62,6 +62,7 @@
 
 pub mod auth;
 pub mod error;
+mod shared_socket;
 pub mod tcp;
 pub mod transport;
 pub mod verbs;

@@ -17,13 +17,14 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use rand::Rng;
 
 use crate::auth;
 use crate::error::{Error, RemoteStatus, Result};
+use crate::shared_socket::SharedSocket as Sock;
 use crate::transport::{Access, Connection, FabricConfig, LocalMr, Op, RemoteRegion, Transport};
 use crate::verbs::memory::{try_writev, Region};
 use crate::wire::{kind, Header, Params, HEADER_LEN, PARAMS_LEN};
@@ -198,37 +199,6 @@ impl Transport for TcpTransport {
     }
 }
 
-/// Both directions of one socket, shared by the reader task and the writers. The `RefCell`
-/// is borrowed only inside one `poll_*` call, never across an await.
-#[derive(Clone)]
-struct Sock(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Sock {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Sock {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
-
 struct Pending {
     /// Destination of a read (None for writes).
     local: Option<Region>,
@@ -273,7 +243,7 @@ impl TcpConnection {
     fn start(transport: Rc<TInner>, stream: TcpStream, peer: Params) -> TcpConnection {
         let inner = Rc::new(CInner {
             transport,
-            sock: Sock(Rc::new(RefCell::new(stream))),
+            sock: Sock::new(stream),
             write_lock: Semaphore::new(1),
             peer,
             state: RefCell::new(State::default()),

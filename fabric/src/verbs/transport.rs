@@ -19,11 +19,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use rand::Rng;
 
@@ -36,6 +35,7 @@ use super::pd::ProtectionDomain;
 use super::qp::{Local, PeerPath, Post, QpCaps, QueuePair, WorkRequest};
 use crate::auth;
 use crate::error::{Error, Result};
+use crate::shared_socket::SharedSocket as Boot;
 use crate::transport::{Access, Connection, FabricConfig, LocalMr, Op, RemoteRegion, Transport};
 
 const RECV_TAG: u64 = 1 << 63;
@@ -213,7 +213,7 @@ impl VerbsTransport {
             spin: cfg.spin_polls.max(1),
             scratch: RefCell::new(Vec::with_capacity(POLL_BATCH)),
             max_wr_bytes: cfg.max_wr_bytes as u64,
-            boot: Boot(Rc::new(RefCell::new(stream))),
+            boot: Boot::new(stream),
         });
         // 4. watch the bootstrap connection: its loss means the peer is gone
         let weak = Rc::downgrade(&inner);
@@ -276,35 +276,6 @@ impl Transport for VerbsTransport {
             .await
             .map_err(|e| Error::Io(e.into()))?;
         self.establish(s, false).await
-    }
-}
-
-#[derive(Clone)]
-struct Boot(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Boot {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Boot {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
 }
 
