@@ -359,3 +359,26 @@ fn resp3_after_hello_3() {
         "{text}"
     );
 }
+
+#[test]
+fn scan_type_filter() {
+    let port = start_node(|_| {});
+    let mut c = client(port);
+    let _: () = c.set("plain", "v").unwrap();
+    // The old sentinel-pattern implementation matched exactly this key.
+    let _: () = c.set("\0no-such-type", "v").unwrap();
+    let scan = |c: &mut redis::Connection, t: &str| -> Vec<String> {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("COUNT")
+            .arg(100)
+            .arg("TYPE")
+            .arg(t)
+            .query(c)
+            .unwrap();
+        assert_eq!(next, 0);
+        keys
+    };
+    assert_eq!(scan(&mut c, "string").len(), 2);
+    assert!(scan(&mut c, "hash").is_empty());
+}

@@ -22,10 +22,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
             },
             _ => return Err(Frame::error(args::SYNTAX)),
         },
-        "SELECT" => ConnCmd::Select(
-            int_arg(&args[0])
-                .map_err(|_| Frame::error("ERR value is not an integer or out of range"))?,
-        ),
+        "SELECT" => ConnCmd::Select(int_arg(&args[0])?),
         "QUIT" => ConnCmd::Quit,
         "HELLO" => hello(args)?,
         _ => client(args)?,

@@ -87,6 +87,9 @@ pub enum FanoutCmd {
         cursor: u64,
         pattern: Option<Bytes>,
         count: usize,
+        /// False when TYPE names a type other than string: every value is a string,
+        /// so the scan walks as usual and returns no keys.
+        strings: bool,
     },
     Keys(Bytes),
 }

@@ -20,6 +20,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         .ok_or_else(|| Frame::error("ERR invalid cursor"))?;
     let mut pattern = None;
     let mut count = 10usize;
+    let mut strings = true;
     let mut i = 1;
     while i < args.len() {
         let Some(value) = args.get(i + 1) else {
@@ -34,9 +35,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
                     None => return Err(Frame::error(args::NOT_INTEGER)),
                 };
             }
-            // Every value is a string: TYPE string filters nothing, others match none.
-            "TYPE" if value.eq_ignore_ascii_case(b"string") => {}
-            "TYPE" => pattern = Some(Bytes::from_static(b"\\\x00no-such-type")),
+            "TYPE" => strings = value.eq_ignore_ascii_case(b"string"),
             _ => return Err(Frame::error(args::SYNTAX)),
         }
         i += 2;
@@ -45,5 +44,6 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         cursor,
         pattern,
         count: count.min(100_000),
+        strings,
     }))
 }

@@ -261,14 +261,21 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
             cursor,
             pattern,
             count,
-        } => scan(ctx, cursor, pattern, count).await,
+            strings,
+        } => scan(ctx, cursor, pattern, count, strings).await,
     }
 }
 
 /// One SCAN call: every core examines up to `count` keys after the cursor's key; the
 /// reply holds the matches up to the smallest key any core stopped at, and the new
 /// cursor resumes after it. Keys are returned in order, each once.
-async fn scan(ctx: &CoreCtx, cursor: u64, pattern: Option<Bytes>, count: usize) -> Frame {
+async fn scan(
+    ctx: &CoreCtx,
+    cursor: u64,
+    pattern: Option<Bytes>,
+    count: usize,
+    strings: bool,
+) -> Frame {
     let (after, started) = if cursor == 0 {
         (None, std::time::Instant::now())
     } else {
@@ -307,6 +314,9 @@ async fn scan(ctx: &CoreCtx, cursor: u64, pattern: Option<Bytes>, count: usize) 
         }
     }
     keys.sort_unstable();
+    if !strings {
+        keys.clear();
+    }
     let next = match &frontier {
         Some(f) => {
             keys.retain(|k| k <= f);

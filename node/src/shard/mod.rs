@@ -55,12 +55,7 @@ impl Shard {
     pub fn new(core: usize, shared: Arc<NodeShared>) -> Result<Shard, StoreError> {
         let cores = shared.core_count();
         let mut fragments = BTreeMap::new();
-        let lo = if core == 0 {
-            Bytes::new()
-        } else {
-            Bytes::from(vec![(core * 256 / cores) as u8])
-        };
-        let hi = (core + 1 < cores).then(|| Bytes::from(vec![((core + 1) * 256 / cores) as u8]));
+        let (lo, hi) = routes::initial_range(core, cores);
         let id = shared.next_fragment_id();
         let fragment = Fragment::create(
             id,

@@ -19,15 +19,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// `cores` ranges cut at evenly spaced first bytes.
     pub fn initial(cores: usize) -> RouteTable {
-        let bounds = (0..cores)
-            .map(|i| {
-                if i == 0 {
-                    Bytes::new()
-                } else {
-                    Bytes::from(vec![(i * 256 / cores) as u8])
-                }
-            })
-            .collect();
+        let bounds = (0..cores).map(|i| initial_range(i, cores).0).collect();
         RouteTable {
             version: 1,
             bounds,
@@ -71,6 +63,13 @@ impl RouteTable {
     pub fn ranges(&self) -> usize {
         self.bounds.len()
     }
+}
+
+/// Core `core`'s first range, `[lo, hi)`, cut at evenly spaced first bytes.
+pub fn initial_range(core: usize, cores: usize) -> (Bytes, Option<Bytes>) {
+    let bound = |i: usize| Bytes::from(vec![(i * 256 / cores) as u8]);
+    let lo = if core == 0 { Bytes::new() } else { bound(core) };
+    (lo, (core + 1 < cores).then(|| bound(core + 1)))
 }
 
 pub struct Routes {
