@@ -2,38 +2,24 @@
 //! connections on a shared `SO_REUSEPORT` port, owning its fragments, and talking to
 //! the other cores over a channel mesh.
 //!
-//! Request flow: `server::connection` reads and parses a batch of pipelined
-//! requests → `cmd::parse` makes a `Plan` → `CoreCtx::run_keys` executes key requests
-//! of local fragments at once (`shard::Shard::execute` → `cmd::apply` → `store`)
-//! and sends the rest, one message per core, over the mesh → replies are written
-//! back in request order.
+//! Start-up only: config → shared state → one executor per core (its [`CoreCtx`],
+//! its listener) → the admin endpoint. What a request does from there is in
+//! `server::connection` (read, parse, reply) and `core` (route and execute).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures::channel::oneshot;
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use glommio::channels::shared_channel::ConnectedReceiver;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
-use glommio::{GlommioError, LocalExecutorBuilder, Placement, ResourceType};
+use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::cmd::args::now_ms;
-use crate::cmd::KeyRequest;
 use crate::config::Config;
-use crate::resp::Frame;
-use crate::server::clients::Clients;
-use crate::shard::cursors::Cursors;
-use crate::shard::msg::{CoreMsg, FanoutReply, FanoutReq};
-use crate::shard::routes::{RouteCache, RouteTable, Routes};
-use crate::shard::stats::{self, CoreStats};
-use crate::shard::{Outcome, Shard};
-use crate::store::Geometry;
+use crate::context::NodeShared;
+use crate::core::msg::CoreMsg;
+use crate::core::CoreCtx;
+use crate::router::table::{RouteTable, Routes};
 
 /// Messages queued per core pair before senders wait.
 const MESH_CAPACITY: usize = 1024;
@@ -48,57 +34,6 @@ pub enum NodeError {
     Core(usize, String),
     #[error("admin endpoint: {0}")]
     Admin(std::io::Error),
-}
-
-/// State every core shares. Written rarely (config changes, client registry, route
-/// changes); the data path reads only atomics and its own core's shard.
-pub struct NodeShared {
-    pub config: Config,
-    cores: usize,
-    pub port: u16,
-    pub routes: Routes,
-    pub stats: Vec<CoreStats>,
-    pub clients: Clients,
-    pub cursors: Mutex<Cursors>,
-    fragment_ids: AtomicU64,
-    geometry: Geometry,
-    pub started: Instant,
-    pub maxmemory: AtomicU64,
-    pub maxclients: AtomicU64,
-    pub max_bulk_len: AtomicU64,
-    pub requirepass: Mutex<Option<Bytes>>,
-}
-
-impl NodeShared {
-    pub fn core_count(&self) -> usize {
-        self.cores
-    }
-
-    pub fn next_fragment_id(&self) -> u64 {
-        self.fragment_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The geometry of a fresh fragment: `region-size` bytes for records of the
-    /// size a small-value workload has.
-    pub fn default_geometry(&self) -> Geometry {
-        self.geometry
-    }
-
-    pub fn used_memory(&self) -> u64 {
-        stats::total(&self.stats, |s| &s.used_bytes)
-    }
-
-    pub fn over_maxmemory(&self) -> bool {
-        let max = self.maxmemory.load(Ordering::Relaxed);
-        max > 0 && self.used_memory() >= max
-    }
-
-    pub fn password(&self) -> Option<Bytes> {
-        match self.requirepass.lock() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
 }
 
 /// A running node.
@@ -131,22 +66,11 @@ pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(requested);
-    let shared = Arc::new(NodeShared {
-        cores,
-        port: addr.port(),
-        routes: Routes::new(RouteTable::initial(cores)),
-        stats: (0..cores).map(|_| CoreStats::default()).collect(),
-        clients: Clients::default(),
-        cursors: Mutex::new(Cursors::default()),
-        fragment_ids: AtomicU64::new(1),
-        geometry: Geometry::sized_for(config.region_size as usize, 72),
-        started: Instant::now(),
-        maxmemory: AtomicU64::new(config.maxmemory),
-        maxclients: AtomicU64::new(config.maxclients as u64),
-        max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
-        requirepass: Mutex::new(config.requirepass.clone().map(Bytes::from)),
+    let shared = Arc::new(NodeShared::new(
         config,
-    });
+        addr.port(),
+        Routes::new(RouteTable::initial(cores)),
+    ));
     let mesh = MeshBuilder::<CoreMsg, Full>::full(cores, MESH_CAPACITY);
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -178,7 +102,7 @@ pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
     let admin_port = match shared.config.admin_port {
         0 => None,
         p => Some(
-            crate::metrics::serve(shared.clone(), SocketAddr::new(shared.config.bind, p))
+            crate::server::admin::serve(shared.clone(), SocketAddr::new(shared.config.bind, p))
                 .map_err(NodeError::Admin)?,
         ),
     };
@@ -214,10 +138,10 @@ async fn core_main(
         return;
     };
     let core = senders.peer_id();
-    let shard = match Shard::new(core, shared.clone()) {
-        Ok(s) => s,
+    let ctx = match CoreCtx::new(shared, senders) {
+        Ok(ctx) => Rc::new(ctx),
         Err(e) => {
-            let _ = ready.send(Err(format!("core {core}: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
     };
@@ -228,18 +152,9 @@ async fn core_main(
             return;
         }
     };
-    let ctx = Rc::new(CoreCtx {
-        core,
-        routes: RefCell::new(RouteCache::new(&shared.routes)),
-        shared,
-        shard: RefCell::new(shard),
-        senders,
-    });
     let _ = ready.send(Ok(()));
-    for (_, rx) in receivers.streams() {
-        glommio::spawn_local(receive_loop(ctx.clone(), rx)).detach();
-    }
-    glommio::spawn_local(maintenance(ctx.clone())).detach();
+    let receivers = receivers.streams().into_iter().map(|(_, rx)| rx).collect();
+    CoreCtx::spawn_background(&ctx, receivers);
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -251,194 +166,6 @@ async fn core_main(
                 tracing::warn!(core, "accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-        }
-    }
-}
-
-/// One core's context, shared by its tasks (all on the same thread).
-pub struct CoreCtx {
-    pub core: usize,
-    pub shared: Arc<NodeShared>,
-    pub shard: RefCell<Shard>,
-    senders: Senders<CoreMsg>,
-    routes: RefCell<RouteCache>,
-}
-
-type Batches = BTreeMap<usize, Vec<(u32, KeyRequest)>>;
-
-impl CoreCtx {
-    /// Execute key requests, local ones at once and the rest one message per core;
-    /// replies come back in request order.
-    pub async fn run_keys(&self, reqs: Vec<KeyRequest>) -> Vec<Frame> {
-        let now = now_ms();
-        let mut out: Vec<Option<Frame>> = vec![None; reqs.len()];
-        let mut remote = Batches::new();
-        {
-            let mut routes = self.routes.borrow_mut();
-            let table = routes.get(&self.shared.routes);
-            let mut shard = self.shard.borrow_mut();
-            for (i, req) in reqs.into_iter().enumerate() {
-                let core = table.core_for(&req.key);
-                if core != self.core {
-                    remote.entry(core).or_default().push((i as u32, req));
-                    continue;
-                }
-                match shard.execute(&req, now) {
-                    Outcome::Done(f) => out[i] = Some(f),
-                    Outcome::Forward(c) => remote.entry(c).or_default().push((i as u32, req)),
-                }
-            }
-            shard.publish_stats();
-        }
-        if !remote.is_empty() {
-            for (i, f) in self.send_keys(remote).await {
-                if let Some(slot) = out.get_mut(i as usize) {
-                    *slot = Some(f);
-                }
-            }
-        }
-        out.into_iter()
-            .map(|f| f.unwrap_or_else(|| Frame::error("ERR internal: a core did not answer")))
-            .collect()
-    }
-
-    async fn send_keys(&self, batches: Batches) -> Vec<(u32, Frame)> {
-        let mut waiting = Vec::with_capacity(batches.len());
-        for (core, reqs) in batches {
-            stats::bump(&self.shared.stats[self.core].cross_core, reqs.len() as u64);
-            let (tx, rx) = oneshot::channel();
-            let indices: Vec<u32> = reqs.iter().map(|(i, _)| *i).collect();
-            if self
-                .senders
-                .send_to(core, CoreMsg::Keys { reqs, reply: tx })
-                .await
-                .is_err()
-            {
-                tracing::error!(from = self.core, to = core, "mesh send failed");
-            }
-            waiting.push((indices, rx));
-        }
-        let mut out = Vec::new();
-        for (indices, rx) in waiting {
-            match rx.await {
-                Ok(replies) => out.extend(replies),
-                Err(_) => out.extend(
-                    indices
-                        .into_iter()
-                        .map(|i| (i, Frame::error("ERR internal: core did not answer"))),
-                ),
-            }
-        }
-        out
-    }
-
-    /// Ask every core (this one included), until the answers cover the whole key
-    /// space: a fragment moving between cores is briefly held by neither.
-    pub async fn fanout(&self, req: FanoutReq) -> Vec<FanoutReply> {
-        let mut attempt = 0;
-        loop {
-            let mut waiting = Vec::new();
-            for core in (0..self.shared.core_count()).filter(|&c| c != self.core) {
-                let (tx, rx) = oneshot::channel();
-                let msg = CoreMsg::Fanout {
-                    req: req.clone(),
-                    reply: tx,
-                };
-                if self.senders.send_to(core, msg).await.is_ok() {
-                    waiting.push(rx);
-                }
-            }
-            let local = self.shard.borrow_mut().fanout(&req, now_ms());
-            let mut replies = vec![local];
-            for rx in waiting {
-                if let Ok(r) = rx.await {
-                    replies.push(r);
-                }
-            }
-            attempt += 1;
-            if covers_keyspace(&replies) || attempt >= 200 {
-                if attempt >= 200 {
-                    tracing::warn!("fan-out answers did not cover the key space");
-                }
-                return replies;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-fn covers_keyspace(replies: &[FanoutReply]) -> bool {
-    let mut ranges: Vec<&(Bytes, Option<Bytes>)> = replies.iter().flat_map(|r| &r.ranges).collect();
-    ranges.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut expect = Some(Bytes::new());
-    for (lo, hi) in ranges {
-        if expect.as_ref() != Some(lo) {
-            return false;
-        }
-        expect = hi.clone();
-    }
-    expect.is_none()
-}
-
-async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            CoreMsg::Keys { reqs, reply } => {
-                let now = now_ms();
-                let mut out = Vec::with_capacity(reqs.len());
-                let mut forward = Batches::new();
-                {
-                    let mut shard = ctx.shard.borrow_mut();
-                    for (i, req) in reqs {
-                        match shard.execute(&req, now) {
-                            Outcome::Done(f) => out.push((i, f)),
-                            Outcome::Forward(c) => forward.entry(c).or_default().push((i, req)),
-                        }
-                    }
-                    shard.publish_stats();
-                }
-                if !forward.is_empty() {
-                    out.extend(ctx.send_keys(forward).await);
-                }
-                let _ = reply.send(out);
-            }
-            CoreMsg::Adopt(fragment) => ctx.shard.borrow_mut().adopt(*fragment),
-            CoreMsg::Fanout { req, reply } => {
-                let answer = ctx.shard.borrow_mut().fanout(&req, now_ms());
-                let _ = reply.send(answer);
-            }
-        }
-    }
-}
-
-/// Periodic per-core work: active expiry, then rebalancing by bytes held.
-async fn maintenance(ctx: Rc<CoreCtx>) {
-    let interval = Duration::from_millis(ctx.shared.config.expiry_interval_ms.max(1));
-    loop {
-        glommio::timer::sleep(interval).await;
-        let mut shard = ctx.shard.borrow_mut();
-        shard.expire_due(now_ms());
-        shard.publish_stats();
-        let Some((target, fragment)) = shard.pick_fragment_to_move() else {
-            continue;
-        };
-        let (id, lo, hi) = (fragment.id(), fragment.lo().clone(), fragment.hi().cloned());
-        // try_send: the Adopt must be queued before any request we forward for this
-        // range, and nothing else may run in between.
-        match ctx
-            .senders
-            .try_send_to(target, CoreMsg::Adopt(Box::new(fragment)))
-        {
-            Ok(()) => {
-                tracing::debug!(from = ctx.core, to = target, id, "moved fragment");
-                shard.moved(id, lo, hi, target);
-            }
-            Err(GlommioError::WouldBlock(ResourceType::Channel(CoreMsg::Adopt(f))))
-            | Err(GlommioError::Closed(ResourceType::Channel(CoreMsg::Adopt(f)))) => shard.keep(*f),
-            Err(e) => tracing::error!(
-                core = ctx.core,
-                "fragment move failed and the fragment is lost: {e}"
-            ),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! SCAN cursor [MATCH pattern] [COUNT n] [TYPE t], KEYS pattern.
 //!
-//! Cursors are handed out by the node (see `shard::cursors`): each names the last key
+//! Cursors are handed out by the node (see `context::cursors`): each names the last key
 //! returned, so a scan walks keys in order and stays exact across fragment splits and
 //! moves.
 

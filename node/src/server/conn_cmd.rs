@@ -9,7 +9,8 @@ use super::connection::Session;
 use crate::cmd::table::{Spec, COMMANDS};
 use crate::cmd::{args, ConnCmd};
 use crate::config::parse_memory;
-use crate::node::{CoreCtx, NodeShared};
+use crate::context::NodeShared;
+use crate::core::CoreCtx;
 use crate::resp::Frame;
 
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";

@@ -8,10 +8,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::cmd::{self, args, Combine, FanoutCmd, KeyRequest, ParseContext, Plan};
-use crate::node::CoreCtx;
+use crate::core::CoreCtx;
 use crate::resp::{next_request, Frame, Limits};
-use crate::shard::msg::{FanoutBody, FanoutReq};
-use crate::shard::stats;
+use crate::shard::fanout::{FanoutBody, FanoutReq};
+use crate::telemetry::stats;
 
 const READ_CHUNK: usize = 64 << 10;
 

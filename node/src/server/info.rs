@@ -4,8 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use crate::node::CoreCtx;
-use crate::shard::stats::{get, total, CoreStats};
+use crate::core::CoreCtx;
+use crate::telemetry::stats::{get, total, CoreStats};
 
 /// The Redis version whose command surface augur follows; clients read it.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";

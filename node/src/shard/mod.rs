@@ -2,24 +2,42 @@
 //! plus where it sent the ones it gave away. Everything here runs on that core's
 //! executor, so there are no locks on the data path.
 
-pub mod cursors;
-pub mod msg;
-pub mod routes;
-pub mod stats;
+pub mod fanout;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::cmd::{self, KeyOp, KeyRequest};
-use crate::node::NodeShared;
 use crate::resp::Frame;
-use crate::store::{Fragment, FragmentId, StoreError};
-use msg::{FanoutBody, FanoutReply, FanoutReq};
-use stats::{bump, set};
+use crate::router::table::{self, Routes};
+use crate::store::{Fragment, FragmentId, Geometry, StoreError};
+use crate::telemetry::stats::{self, bump, set, CoreStats};
+use fanout::{FanoutBody, FanoutReply, FanoutReq};
+
+/// What a shard needs from the node: where routes and counters are published, how
+/// fragments are made, and nothing else.
+#[derive(Clone)]
+pub struct ShardEnv {
+    pub cores: usize,
+    pub routes: Arc<Routes>,
+    pub stats: Arc<[CoreStats]>,
+    /// Node-wide fragment id allocator.
+    pub fragment_ids: Arc<AtomicU64>,
+    pub geometry: Geometry,
+    pub region_size: u64,
+    pub hugepages: bool,
+}
+
+impl ShardEnv {
+    fn next_fragment_id(&self) -> FragmentId {
+        self.fragment_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
 
 /// What became of a key request given to this core.
 pub enum Outcome {
@@ -38,7 +56,7 @@ struct KeyListing {
 
 pub struct Shard {
     pub core: usize,
-    shared: Arc<NodeShared>,
+    env: ShardEnv,
     fragments: BTreeMap<Bytes, Fragment>,
     /// Ranges given to other cores: lo → (hi, core).
     forwarded: BTreeMap<Bytes, (Option<Bytes>, usize)>,
@@ -52,23 +70,15 @@ pub struct Shard {
 
 impl Shard {
     /// The shard for `core`, owning the ranges the initial route table gives it.
-    pub fn new(core: usize, shared: Arc<NodeShared>) -> Result<Shard, StoreError> {
-        let cores = shared.core_count();
+    pub fn new(core: usize, env: ShardEnv) -> Result<Shard, StoreError> {
         let mut fragments = BTreeMap::new();
-        let (lo, hi) = routes::initial_range(core, cores);
-        let id = shared.next_fragment_id();
-        let fragment = Fragment::create(
-            id,
-            lo.clone(),
-            hi,
-            shared.default_geometry(),
-            1,
-            shared.config.hugepages,
-        )?;
+        let (lo, hi) = table::initial_range(core, env.cores);
+        let id = env.next_fragment_id();
+        let fragment = Fragment::create(id, lo.clone(), hi, env.geometry, 1, env.hugepages)?;
         fragments.insert(lo, fragment);
         let shard = Shard {
             core,
-            shared,
+            env,
             fragments,
             forwarded: BTreeMap::new(),
             listings: HashMap::new(),
@@ -98,7 +108,7 @@ impl Shard {
             .filter(|(_, (hi, _))| hi.as_ref().is_none_or(|hi| key < &hi[..]))
             .map(|(_, (_, core))| *core);
         via_pointer.or_else(|| {
-            let core = self.shared.routes.snapshot().core_for(key);
+            let core = self.env.routes.snapshot().core_for(key);
             (core != self.core).then_some(core)
         })
     }
@@ -146,12 +156,12 @@ impl Shard {
         let Some(fragment) = self.fragments.get(lo) else {
             return Ok(());
         };
-        let target = self.shared.config.region_size as usize;
-        let hugetlb = self.shared.config.hugepages;
-        let half = self.shared.default_geometry().log_capacity / 2;
+        let target = self.env.region_size as usize;
+        let hugetlb = self.env.hugepages;
+        let half = self.env.geometry.log_capacity / 2;
         if fragment.live_bytes() + need > half {
             if let Some(at) = fragment.split_key(now)? {
-                let upper_id = self.shared.next_fragment_id();
+                let upper_id = self.env.next_fragment_id();
                 let (lower, upper) = fragment.split(at.clone(), upper_id, target, now, hugetlb)?;
                 tracing::debug!(
                     core = self.core,
@@ -162,7 +172,7 @@ impl Shard {
                 self.listings.remove(&lower.id());
                 self.fragments.insert(lo.clone(), lower);
                 self.fragments.insert(at.clone(), upper);
-                self.shared.routes.update(|t| t.add_boundary(&at));
+                self.env.routes.update(|t| t.add_boundary(&at));
                 self.splits += 1;
                 return Ok(());
             }
@@ -185,7 +195,7 @@ impl Shard {
 
     /// Publish this core's totals for INFO, /metrics, maxmemory and rebalancing.
     pub fn publish_stats(&self) {
-        let s = &self.shared.stats[self.core];
+        let s = &self.env.stats[self.core];
         let (mut keys, mut used, mut mapped, mut expiring) = (0, 0, 0, 0);
         for f in self.fragments.values() {
             keys += f.live_keys() as u64;
@@ -212,14 +222,14 @@ impl Shard {
             return None;
         }
         let used: Vec<u64> = self
-            .shared
+            .env
             .stats
             .iter()
             .map(|s| stats::get(&s.used_bytes))
             .collect();
         let (target, &lightest) = used.iter().enumerate().min_by_key(|(_, u)| **u)?;
         let mine = used[self.core];
-        if target == self.core || mine <= lightest + self.shared.config.region_size {
+        if target == self.core || mine <= lightest + self.env.region_size {
             return None;
         }
         let gap = (mine - lightest) / 2;
@@ -237,7 +247,7 @@ impl Shard {
     pub fn moved(&mut self, id: FragmentId, lo: Bytes, hi: Option<Bytes>, core: usize) {
         self.forwarded.insert(lo, (hi, core));
         self.listings.remove(&id);
-        bump(&self.shared.stats[self.core].moves_out, 1);
+        bump(&self.env.stats[self.core].moves_out, 1);
         self.publish_stats();
     }
 
@@ -254,7 +264,7 @@ impl Shard {
         self.forwarded.retain(|k, _| !inside(k));
         self.fragments.insert(lo.clone(), fragment);
         let core = self.core;
-        self.shared
+        self.env
             .routes
             .update(|t| t.set_owner(&lo, hi.as_ref(), core));
         self.publish_stats();
@@ -292,8 +302,8 @@ impl Shard {
     }
 
     fn flush(&mut self) {
-        let geometry = self.shared.default_geometry();
-        let hugetlb = self.shared.config.hugepages;
+        let geometry = self.env.geometry;
+        let hugetlb = self.env.hugepages;
         for fragment in self.fragments.values_mut() {
             match Fragment::create(
                 fragment.id(),

@@ -1,27 +1,8 @@
-//! What cores say to each other over the channel mesh.
+//! Questions asked of every core (DBSIZE, FLUSHALL, SCAN, KEYS) and their answers.
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
-
-use crate::cmd::KeyRequest;
-use crate::resp::Frame;
-use crate::store::Fragment;
-
-pub enum CoreMsg {
-    /// Key requests for fragments the receiver owns; replies keep their index.
-    Keys {
-        reqs: Vec<(u32, KeyRequest)>,
-        reply: oneshot::Sender<Vec<(u32, Frame)>>,
-    },
-    /// Take ownership of a fragment (rebalancing).
-    Adopt(Box<Fragment>),
-    Fanout {
-        req: FanoutReq,
-        reply: oneshot::Sender<FanoutReply>,
-    },
-}
 
 #[derive(Debug, Clone)]
 pub enum FanoutReq {

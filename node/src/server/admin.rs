@@ -14,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::node::NodeShared;
-use crate::shard::stats::{get, CoreStats};
+use crate::context::NodeShared;
+use crate::telemetry::stats::{get, CoreStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CoreLabel {

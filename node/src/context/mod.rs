@@ -1,0 +1,85 @@
+//! State every core of the node shares: the config, the route table, per-core
+//! counters, the client registry and SCAN cursors. A leaf: it imports nothing above
+//! it, so every layer can hold it. Written rarely (config changes, client registry,
+//! route changes); the data path reads only atomics and its own core's shard.
+
+pub mod clients;
+pub mod cursors;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::router::table::Routes;
+use crate::store::Geometry;
+use crate::telemetry::stats::{self, CoreStats};
+use clients::Clients;
+use cursors::Cursors;
+
+pub struct NodeShared {
+    pub config: Config,
+    cores: usize,
+    pub port: u16,
+    pub routes: Arc<Routes>,
+    pub stats: Arc<[CoreStats]>,
+    pub clients: Clients,
+    pub cursors: Mutex<Cursors>,
+    pub fragment_ids: Arc<AtomicU64>,
+    geometry: Geometry,
+    pub started: Instant,
+    pub maxmemory: AtomicU64,
+    pub maxclients: AtomicU64,
+    pub max_bulk_len: AtomicU64,
+    pub requirepass: Mutex<Option<Bytes>>,
+}
+
+impl NodeShared {
+    pub fn new(config: Config, port: u16, routes: Routes) -> NodeShared {
+        let cores = config.core_count();
+        NodeShared {
+            cores,
+            port,
+            routes: Arc::new(routes),
+            stats: (0..cores).map(|_| CoreStats::default()).collect(),
+            clients: Clients::default(),
+            cursors: Mutex::new(Cursors::default()),
+            fragment_ids: Arc::new(AtomicU64::new(1)),
+            geometry: Geometry::sized_for(config.region_size as usize, 72),
+            started: Instant::now(),
+            maxmemory: AtomicU64::new(config.maxmemory),
+            maxclients: AtomicU64::new(config.maxclients as u64),
+            max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
+            requirepass: Mutex::new(config.requirepass.clone().map(Bytes::from)),
+            config,
+        }
+    }
+
+    pub fn core_count(&self) -> usize {
+        self.cores
+    }
+
+    /// The geometry of a fresh fragment: `region-size` bytes for records of the
+    /// size a small-value workload has.
+    pub fn default_geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub fn used_memory(&self) -> u64 {
+        stats::total(&self.stats, |s| &s.used_bytes)
+    }
+
+    pub fn over_maxmemory(&self) -> bool {
+        let max = self.maxmemory.load(Ordering::Relaxed);
+        max > 0 && self.used_memory() >= max
+    }
+
+    pub fn password(&self) -> Option<Bytes> {
+        match self.requirepass.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
