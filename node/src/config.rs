@@ -1,8 +1,8 @@
 //! Node configuration: a TOML file (redis.conf names where the concept is the same)
 //! whose every field a command-line flag can override.
 
-use std::net::IpAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -33,6 +33,21 @@ pub struct Config {
     pub admin_port: u16,
     /// Active expiry: how often each core removes due keys, in ms.
     pub expiry_interval_ms: u64,
+    /// This node's id in the cluster (1, 2, ...), unique and stable across restarts.
+    pub node_id: u64,
+    /// Where the node keeps its state (the ownership table's Raft log); none = memory.
+    pub dir: Option<PathBuf>,
+    /// A member's cluster bus address (`HOST:PORT`) to join; none = start a cluster.
+    pub join: Option<SocketAddr>,
+    /// Shared by every node of a cluster; authenticates the cluster bus and the fabric.
+    pub cluster_secret: Option<String>,
+    /// Port of the cluster bus (ownership table); 0 = `port` + 10000, as Redis
+    /// Cluster, or any free port when `port` is 0.
+    pub cluster_port: u16,
+    /// Nodes the cluster waits for before it spreads the key space over them.
+    pub cluster_size: u32,
+    /// Seconds start-up waits for the cluster to form.
+    pub cluster_form_timeout: u64,
 }
 
 impl Default for Config {
@@ -50,6 +65,13 @@ impl Default for Config {
             hugepages: false,
             admin_port: 9121,
             expiry_interval_ms: 100,
+            node_id: 1,
+            dir: None,
+            join: None,
+            cluster_secret: None,
+            cluster_port: 0,
+            cluster_size: 1,
+            cluster_form_timeout: 120,
         }
     }
 }
@@ -85,7 +107,40 @@ impl Config {
         if self.maxclients == 0 {
             return invalid("maxclients must be at least 1");
         }
+        if self.node_id == 0 {
+            return invalid("node-id must be at least 1");
+        }
+        if self.cluster_size == 0 || self.cluster_size > 1000 {
+            return invalid("cluster-size must be between 1 and 1000");
+        }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < 16 {
+                return invalid("cluster-secret must be at least 16 bytes");
+            }
+        }
+        if (self.join.is_some() || self.cluster_size > 1) && self.cluster_secret.is_none() {
+            return invalid("a cluster of several nodes needs cluster-secret");
+        }
         Ok(())
+    }
+
+    /// The secret fabric and bus peers must prove they know. A node alone that was
+    /// given none gets a random one: nobody else can join it.
+    pub fn fabric_secret(&self) -> Vec<u8> {
+        match &self.cluster_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        }
+    }
+
+    /// The cluster bus address to listen on.
+    pub fn bus_addr(&self, client_port: u16) -> SocketAddr {
+        let port = match (self.cluster_port, self.port) {
+            (0, 0) => 0,
+            (0, _) => client_port.saturating_add(10000),
+            (p, _) => p,
+        };
+        SocketAddr::new(self.bind, port)
     }
 
     /// Cores to run: the configured count, or all the machine has.

@@ -11,15 +11,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use augur_fabric::tcp::TcpTransport;
+use augur_fabric::{FabricConfig, Transport};
+use bytes::Bytes;
+use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::context::NodeShared;
+use crate::context::{ClusterMap, NodeShared};
 use crate::core::msg::CoreMsg;
 use crate::core::CoreCtx;
-use crate::router::table::{RouteTable, Routes};
+use crate::router::table::{initial_range, RouteTable, Routes};
 
 /// Messages queued per core pair before senders wait.
 const MESH_CAPACITY: usize = 1024;
@@ -53,6 +57,31 @@ impl NodeHandle {
     }
 }
 
+/// Where each core's fragments are and who owns the rest: the node's first route
+/// table and, per core, the key ranges it creates fragments for.
+pub struct Assignment {
+    pub routes: RouteTable,
+    pub per_core: Vec<Vec<(Bytes, Option<Bytes>)>>,
+    pub cluster: ClusterMap,
+}
+
+impl Assignment {
+    /// A node alone: the key space cut evenly over its cores.
+    pub fn single(cores: usize) -> Assignment {
+        Assignment {
+            routes: RouteTable::initial(cores),
+            per_core: (0..cores).map(|c| vec![initial_range(c, cores)]).collect(),
+            cluster: ClusterMap::default(),
+        }
+    }
+}
+
+/// What start-up hands each core once the assignment is known.
+struct CoreStart {
+    shared: Arc<NodeShared>,
+    ranges: Vec<(Bytes, Option<Bytes>)>,
+}
+
 /// Start a node; returns once every core listens.
 pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
     config.validate()?;
@@ -66,30 +95,75 @@ pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(requested);
-    let shared = Arc::new(NodeShared::new(
-        config,
-        addr.port(),
-        Routes::new(RouteTable::initial(cores)),
-    ));
+    let secret = config.fabric_secret();
     let mesh = MeshBuilder::<CoreMsg, Full>::full(cores, MESH_CAPACITY);
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<(usize, Result<SocketAddr, String>)>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(cores);
+    let mut starts = Vec::with_capacity(cores);
     for i in 0..cores {
         let placement = if cores <= online {
             Placement::Fixed(i)
         } else {
             Placement::Unbound
         };
-        let (shared, mesh, ready) = (shared.clone(), mesh.clone(), ready_tx.clone());
+        let (start_tx, start_rx) = oneshot::channel::<CoreStart>();
+        starts.push(start_tx);
+        let (mesh, bound, ready) = (mesh.clone(), bound_tx.clone(), ready_tx.clone());
+        let (bind, secret) = (config.bind, secret.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("augur-core-{i}"))
             // glommio's registered buffers are for file I/O, which the data path does
             // not do; keep the locked memory small so `ulimit -l` rarely matters.
             .io_memory(1 << 20)
-            .spawn(move || core_main(shared, mesh, addr, ready))
+            .spawn(move || async move {
+                let fabric = match TcpTransport::bind(
+                    FabricConfig {
+                        max_message: 1 << 20,
+                        ..FabricConfig::new(secret)
+                    },
+                    SocketAddr::new(bind, 0),
+                ) {
+                    Ok(t) => {
+                        let _ = bound.send((i, Ok(t.local_addr())));
+                        Rc::new(t)
+                    }
+                    Err(e) => {
+                        let _ = bound.send((i, Err(format!("fabric endpoint: {e}"))));
+                        return;
+                    }
+                };
+                let Ok(start) = start_rx.await else {
+                    return; // start-up was abandoned
+                };
+                core_main(start, fabric, mesh, addr, ready).await
+            })
             .map_err(|e| NodeError::Core(i, e.to_string()))?;
         handles.push(handle);
+    }
+    let mut fabric_addrs = vec![None; cores];
+    for _ in 0..cores {
+        match bound_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((i, Ok(a))) => fabric_addrs[i] = Some(a),
+            Ok((i, Err(e))) => return Err(NodeError::Core(i, e)),
+            Err(_) => return Err(NodeError::Core(0, "timed out starting".into())),
+        }
+    }
+    let fabric_addrs: Vec<SocketAddr> = fabric_addrs.into_iter().flatten().collect();
+    let assignment = Assignment::single(cores);
+    let _ = &fabric_addrs;
+    let shared = Arc::new(NodeShared::new(
+        config,
+        addr.port(),
+        Routes::new(assignment.routes),
+    ));
+    shared.set_cluster(assignment.cluster);
+    for (start_tx, ranges) in starts.into_iter().zip(assignment.per_core) {
+        let _ = start_tx.send(CoreStart {
+            shared: shared.clone(),
+            ranges,
+        });
     }
     for _ in 0..cores {
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -128,7 +202,8 @@ fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
 }
 
 async fn core_main(
-    shared: Arc<NodeShared>,
+    start: CoreStart,
+    fabric: Rc<TcpTransport>,
     mesh: MeshBuilder<CoreMsg, Full>,
     addr: SocketAddr,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -138,7 +213,7 @@ async fn core_main(
         return;
     };
     let core = senders.peer_id();
-    let ctx = match CoreCtx::new(shared, senders) {
+    let ctx = match CoreCtx::new(start.shared, senders, fabric.clone(), start.ranges) {
         Ok(ctx) => Rc::new(ctx),
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -155,6 +230,7 @@ async fn core_main(
     let _ = ready.send(Ok(()));
     let receivers = receivers.streams().into_iter().map(|(_, rx)| rx).collect();
     CoreCtx::spawn_background(&ctx, receivers);
+    glommio::spawn_local(accept_peers(ctx.clone(), fabric)).detach();
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -164,6 +240,23 @@ async fn core_main(
             Err(e) => {
                 // Out of file descriptors and the like: wait, do not spin or die.
                 tracing::warn!(core, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Accept other nodes on this core's fabric endpoint; each authenticated peer is
+/// served by its own task.
+async fn accept_peers(ctx: Rc<CoreCtx>, fabric: Rc<TcpTransport>) {
+    loop {
+        match fabric.accept().await {
+            Ok(conn) => {
+                glommio::spawn_local(crate::server::peer::serve(ctx.clone(), conn)).detach();
+            }
+            Err(e) => {
+                // A peer with the wrong secret, a broken handshake: log and go on.
+                tracing::warn!(core = ctx.core, "fabric peer rejected: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

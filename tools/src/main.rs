@@ -1,7 +1,7 @@
 //! `augur`: the one command line. `augur node` runs a storage node; `augur bench`
 //! runs the comparison benchmarks.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -71,6 +71,24 @@ struct NodeArgs {
     /// Active expiry interval in milliseconds.
     #[arg(long)]
     expiry_interval_ms: Option<u64>,
+    /// This node's id in the cluster (1, 2, ...), stable across restarts.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Directory for the node's state (the ownership table's Raft log).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Cluster bus address (HOST:PORT, the member's port + 10000 by default) to join.
+    #[arg(long)]
+    join: Option<SocketAddr>,
+    /// Secret shared by the cluster's nodes (>= 16 bytes); also from AUGUR_CLUSTER_SECRET.
+    #[arg(long, env = "AUGUR_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Port of the cluster bus; default the client port + 10000.
+    #[arg(long)]
+    cluster_port: Option<u16>,
+    /// Nodes to wait for before the key space is spread over them.
+    #[arg(long)]
+    cluster_size: Option<u32>,
 }
 
 fn memory(flag: &str, value: &str) -> anyhow::Result<u64> {
@@ -119,6 +137,24 @@ impl NodeArgs {
         }
         if let Some(v) = self.expiry_interval_ms {
             c.expiry_interval_ms = v;
+        }
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = self.dir {
+            c.dir = Some(v);
+        }
+        if let Some(v) = self.join {
+            c.join = Some(v);
+        }
+        if let Some(v) = self.cluster_secret {
+            c.cluster_secret = Some(v);
+        }
+        if let Some(v) = self.cluster_port {
+            c.cluster_port = v;
+        }
+        if let Some(v) = self.cluster_size {
+            c.cluster_size = v;
         }
         c.validate()?;
         Ok(c)

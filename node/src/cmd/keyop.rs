@@ -7,13 +7,13 @@ use bytes::Bytes;
 use crate::resp::Frame;
 use crate::store::{Fragment, StoreError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyRequest {
     pub key: Bytes,
     pub op: KeyOp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetCond {
     Always,
     IfAbsent,
@@ -21,14 +21,14 @@ pub enum SetCond {
 }
 
 /// What a write does to the key's time to live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ttl {
     Clear,
     Keep,
     At(u64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExpireCond {
     Always,
     IfNone,
@@ -37,7 +37,7 @@ pub enum ExpireCond {
     IfLess,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum KeyOp {
     Get,
     GetDel,
@@ -74,6 +74,16 @@ pub enum KeyOp {
 }
 
 impl KeyOp {
+    /// Bytes of value this operation carries (for batching by size).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            KeyOp::Set { value, .. } | KeyOp::SetNx(value) | KeyOp::Append { value, .. } => {
+                value.len()
+            }
+            _ => 0,
+        }
+    }
+
     /// Writes that add data are refused with -OOM when `maxmemory` is reached.
     pub fn grows(&self) -> bool {
         matches!(

@@ -6,6 +6,8 @@
 pub mod clients;
 pub mod cursors;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,6 +20,23 @@ use crate::store::Geometry;
 use crate::telemetry::stats::{self, CoreStats};
 use clients::Clients;
 use cursors::Cursors;
+
+/// What a core needs to know about the other nodes: where to reach them. Derived
+/// from the ownership table whenever it changes.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMap {
+    pub my_id: u64,
+    /// Version of the ownership table this map was derived from.
+    pub version: u64,
+    pub members: BTreeMap<u64, MemberAddrs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberAddrs {
+    pub client: SocketAddr,
+    /// Fabric endpoint of each core, index = core.
+    pub fabric: Vec<SocketAddr>,
+}
 
 pub struct NodeShared {
     pub config: Config,
@@ -34,6 +53,7 @@ pub struct NodeShared {
     pub maxclients: AtomicU64,
     pub max_bulk_len: AtomicU64,
     pub requirepass: Mutex<Option<Bytes>>,
+    cluster: Mutex<Arc<ClusterMap>>,
 }
 
 impl NodeShared {
@@ -53,6 +73,7 @@ impl NodeShared {
             maxclients: AtomicU64::new(config.maxclients as u64),
             max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
             requirepass: Mutex::new(config.requirepass.clone().map(Bytes::from)),
+            cluster: Mutex::new(Arc::new(ClusterMap::default())),
             config,
         }
     }
@@ -74,6 +95,21 @@ impl NodeShared {
     pub fn over_maxmemory(&self) -> bool {
         let max = self.maxmemory.load(Ordering::Relaxed);
         max > 0 && self.used_memory() >= max
+    }
+
+    pub fn cluster(&self) -> Arc<ClusterMap> {
+        match self.cluster.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set_cluster(&self, map: ClusterMap) {
+        let map = Arc::new(map);
+        match self.cluster.lock() {
+            Ok(mut c) => *c = map,
+            Err(poisoned) => *poisoned.into_inner() = map,
+        }
     }
 
     pub fn password(&self) -> Option<Bytes> {

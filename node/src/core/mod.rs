@@ -6,13 +6,17 @@
 //! travel one message per core over the mesh ([`msg::CoreMsg`]).
 
 pub mod msg;
+pub mod peers;
+pub mod wire;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use augur_fabric::tcp::TcpTransport;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
@@ -23,11 +27,13 @@ use crate::cmd::args::now_ms;
 use crate::cmd::KeyRequest;
 use crate::context::NodeShared;
 use crate::resp::Frame;
-use crate::router::table::RouteCache;
+use crate::router::table::{Owner, RouteCache};
 use crate::shard::fanout::{FanoutReply, FanoutReq};
 use crate::shard::{Outcome, Shard, ShardEnv};
 use crate::telemetry::stats;
 use msg::CoreMsg;
+use peers::Peers;
+use wire::{KeyReply, PeerFanout, PeerReply, PeerRequest};
 
 /// One core's context, shared by its tasks (all on the same thread).
 pub struct CoreCtx {
@@ -36,11 +42,18 @@ pub struct CoreCtx {
     pub shard: RefCell<Shard>,
     senders: Senders<CoreMsg>,
     routes: RefCell<RouteCache>,
+    /// Links to other nodes, over this core's fabric endpoint.
+    pub peers: Rc<Peers>,
 }
 
 impl CoreCtx {
-    /// This core's context, owning the ranges the initial route table gives it.
-    pub fn new(shared: Arc<NodeShared>, senders: Senders<CoreMsg>) -> Result<CoreCtx, String> {
+    /// This core's context, owning the fragments `ranges`.
+    pub fn new(
+        shared: Arc<NodeShared>,
+        senders: Senders<CoreMsg>,
+        fabric: Rc<TcpTransport>,
+        ranges: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<CoreCtx, String> {
         let core = senders.peer_id();
         let env = ShardEnv {
             cores: shared.core_count(),
@@ -51,9 +64,15 @@ impl CoreCtx {
             region_size: shared.config.region_size,
             hugepages: shared.config.hugepages,
         };
-        let shard = Shard::new(core, env).map_err(|e| format!("core {core}: {e}"))?;
+        let shard = Shard::new(core, env, ranges).map_err(|e| format!("core {core}: {e}"))?;
+        let max_reply = (shared
+            .max_bulk_len
+            .load(std::sync::atomic::Ordering::Relaxed) as usize)
+            .max(PEER_BATCH_BYTES)
+            .saturating_mul(2);
         Ok(CoreCtx {
             core,
+            peers: Rc::new(Peers::new(fabric, max_reply)),
             routes: RefCell::new(RouteCache::new(&shared.routes)),
             shared,
             shard: RefCell::new(shard),
@@ -71,41 +90,205 @@ impl CoreCtx {
 }
 
 type Batches = BTreeMap<usize, Vec<(u32, KeyRequest)>>;
+type NodeBatches = BTreeMap<u64, Vec<(u32, KeyRequest)>>;
+
+/// Times a request is re-routed after an owner answered `Moved` before the client
+/// gets an error; each retry first waits for a newer route table.
+const MOVED_RETRIES: u32 = 5;
+
+fn not_formed() -> Frame {
+    Frame::error("CLUSTERDOWN The cluster is not formed yet")
+}
 
 impl CoreCtx {
-    /// Execute key requests, local ones at once and the rest one message per core;
-    /// replies come back in request order.
+    /// Execute key requests from a client of this node: local ones at once, other
+    /// cores' one mesh message per core, other nodes' one fabric request per node.
+    /// Replies come back in request order.
     pub async fn run_keys(&self, reqs: Vec<KeyRequest>) -> Vec<Frame> {
-        let now = now_ms();
         let mut out: Vec<Option<Frame>> = vec![None; reqs.len()];
-        let mut remote = Batches::new();
-        {
-            let mut routes = self.routes.borrow_mut();
-            let table = routes.get(&self.shared.routes);
-            let mut shard = self.shard.borrow_mut();
-            for (i, req) in reqs.into_iter().enumerate() {
-                let core = table.core_for(&req.key);
-                if core != self.core {
-                    remote.entry(core).or_default().push((i as u32, req));
-                    continue;
-                }
-                match shard.execute(&req, now) {
-                    Outcome::Done(f) => out[i] = Some(f),
-                    Outcome::Forward(c) => remote.entry(c).or_default().push((i as u32, req)),
-                }
-            }
-            shard.publish_stats();
-        }
-        if !remote.is_empty() {
-            for (i, f) in self.send_keys(remote).await {
+        let mut pending: Vec<(u32, KeyRequest)> = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u32, r))
+            .collect();
+        for attempt in 0..=MOVED_RETRIES {
+            let (cores, nodes) = self.run_local(pending, &mut out, false);
+            let (from_cores, (from_nodes, moved)) = futures::join!(
+                self.send_keys(cores),
+                self.send_to_nodes(nodes, attempt == MOVED_RETRIES)
+            );
+            for (i, f) in from_cores.into_iter().chain(from_nodes) {
                 if let Some(slot) = out.get_mut(i as usize) {
                     *slot = Some(f);
                 }
             }
+            if moved.is_empty() {
+                break;
+            }
+            stats::bump(
+                &self.shared.stats[self.core].moved_retries,
+                moved.len() as u64,
+            );
+            pending = moved;
+            // An owner said the key is not its own: our table is behind. Give the
+            // ownership watcher time to publish the newer one.
+            glommio::timer::sleep(Duration::from_millis(5 << attempt)).await;
         }
         out.into_iter()
-            .map(|f| f.unwrap_or_else(|| Frame::error("ERR internal: a core did not answer")))
+            .map(|f| f.unwrap_or_else(|| Frame::error("ERR internal: an owner did not answer")))
             .collect()
+    }
+
+    /// Execute key requests another node sent us. Keys this node does not own are
+    /// answered `Moved` rather than forwarded, so a request never hops twice.
+    pub async fn run_keys_for_peer(
+        &self,
+        _cluster_version: u64,
+        reqs: Vec<KeyRequest>,
+    ) -> Vec<KeyReply> {
+        let n = reqs.len();
+        let mut out: Vec<Option<Frame>> = vec![None; n];
+        let pending = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u32, r))
+            .collect();
+        let (cores, elsewhere) = self.run_local(pending, &mut out, true);
+        for (i, f) in self.send_keys(cores).await {
+            if let Some(slot) = out.get_mut(i as usize) {
+                *slot = Some(f);
+            }
+        }
+        let mut replies: Vec<KeyReply> = out
+            .into_iter()
+            .map(|f| {
+                KeyReply::Done(
+                    f.unwrap_or_else(|| Frame::error("ERR internal: a core did not answer")),
+                )
+            })
+            .collect();
+        for (i, _) in elsewhere.into_values().flatten() {
+            if let Some(slot) = replies.get_mut(i as usize) {
+                *slot = KeyReply::Moved;
+            }
+        }
+        replies
+    }
+
+    /// Run what this core owns; sort the rest by owning core and owning node. With
+    /// `from_peer`, keys of other nodes are collected (to answer `Moved`), not sent.
+    fn run_local(
+        &self,
+        reqs: Vec<(u32, KeyRequest)>,
+        out: &mut [Option<Frame>],
+        from_peer: bool,
+    ) -> (Batches, NodeBatches) {
+        let now = now_ms();
+        let mut cores = Batches::new();
+        let mut nodes = NodeBatches::new();
+        let mut routes = self.routes.borrow_mut();
+        let table = routes.get(&self.shared.routes);
+        let mut shard = self.shard.borrow_mut();
+        for (i, req) in reqs {
+            match table.owner_of(&req.key) {
+                Owner::Core(c) if c != self.core => cores.entry(c).or_default().push((i, req)),
+                Owner::Core(_) => match shard.execute(&req, now) {
+                    Outcome::Done(f) => out[i as usize] = Some(f),
+                    Outcome::Forward(c) => cores.entry(c).or_default().push((i, req)),
+                },
+                Owner::Node(n) => nodes.entry(n).or_default().push((i, req)),
+                Owner::Unassigned if from_peer => nodes.entry(0).or_default().push((i, req)),
+                Owner::Unassigned => out[i as usize] = Some(not_formed()),
+            }
+        }
+        shard.publish_stats();
+        (cores, nodes)
+    }
+
+    /// Send each node its batch; returns the replies, and the requests to route
+    /// again because their owner said `Moved` (on the last attempt, an error instead).
+    async fn send_to_nodes(
+        &self,
+        nodes: NodeBatches,
+        last_attempt: bool,
+    ) -> (Vec<(u32, Frame)>, Vec<(u32, KeyRequest)>) {
+        if nodes.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let cluster = self.shared.cluster();
+        let version = self
+            .routes
+            .borrow_mut()
+            .get(&self.shared.routes)
+            .cluster_version;
+        let stats = &self.shared.stats[self.core];
+        let calls = split_by_bytes(nodes).into_iter().map(|(node, batch)| {
+            let addr = cluster.members.get(&node).and_then(|m| {
+                let n = m.fabric.len();
+                (n > 0).then(|| m.fabric[self.core % n])
+            });
+            async move {
+                let Some(addr) = addr else {
+                    return (node, batch, Err(format!("node {node} is not a member")));
+                };
+                let keys: Vec<KeyRequest> = batch.iter().map(|(_, r)| r.clone()).collect();
+                stats::bump(&stats.remote_requests, keys.len() as u64);
+                let req = PeerRequest::Keys {
+                    cluster_version: version,
+                    reqs: keys,
+                };
+                let result = match self.peers.request(addr, &req).await {
+                    Ok(PeerReply::Keys(replies)) if replies.len() == batch.len() => Ok(replies),
+                    Ok(PeerReply::Refused(why)) => Err(format!("refused: {why}")),
+                    Ok(_) => Err("answered something else".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (node, batch, result)
+            }
+        });
+        let mut done = Vec::new();
+        let mut moved = Vec::new();
+        for (node, batch, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(replies) => {
+                    for ((i, req), reply) in batch.into_iter().zip(replies) {
+                        match reply {
+                            KeyReply::Done(f) => done.push((i, f)),
+                            KeyReply::Moved if last_attempt => done.push((
+                                i,
+                                Frame::error(format!(
+                                    "TRYAGAIN ownership of this key is changing (node {node})"
+                                )),
+                            )),
+                            KeyReply::Moved => moved.push((i, req)),
+                        }
+                    }
+                }
+                Err(why) => {
+                    stats::bump(&stats.remote_errors, batch.len() as u64);
+                    tracing::warn!(core = self.core, node, "remote request failed: {why}");
+                    for (i, req) in batch {
+                        let fragment = self.fragment_label(&req.key);
+                        done.push((
+                            i,
+                            Frame::error(format!(
+                                "CLUSTERDOWN fragment {fragment}: owner node {node} unreachable"
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        (done, moved)
+    }
+
+    /// The cluster table's id for the fragment holding `key`, for error messages.
+    fn fragment_label(&self, key: &[u8]) -> String {
+        self.routes
+            .borrow_mut()
+            .get(&self.shared.routes)
+            .range_of(key)
+            .map_or_else(|| "?".into(), |(lo, _)| format!("{lo:?}"))
     }
 
     async fn send_keys(&self, batches: Batches) -> Vec<(u32, Frame)> {
@@ -138,27 +321,66 @@ impl CoreCtx {
         out
     }
 
-    /// Ask every core (this one included), until the answers cover the whole key
-    /// space: a fragment moving between cores is briefly held by neither.
-    pub async fn fanout(&self, req: FanoutReq) -> Vec<FanoutReply> {
+    /// Ask every core of this node once; each answer says which ranges it held.
+    pub async fn fanout_node(&self, req: &FanoutReq) -> Vec<FanoutReply> {
+        let mut waiting = Vec::new();
+        for core in (0..self.shared.core_count()).filter(|&c| c != self.core) {
+            let (tx, rx) = oneshot::channel();
+            let msg = CoreMsg::Fanout {
+                req: req.clone(),
+                reply: tx,
+            };
+            if self.senders.send_to(core, msg).await.is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let local = self.shard.borrow_mut().fanout(req, now_ms());
+        let mut replies = vec![local];
+        for rx in waiting {
+            if let Ok(r) = rx.await {
+                replies.push(r);
+            }
+        }
+        replies
+    }
+
+    /// Ask every core of every node, until the answers cover the whole key space: a
+    /// fragment moving between cores is briefly held by neither. An unreachable node
+    /// is an error: its keys cannot be counted or listed.
+    pub async fn fanout(&self, req: FanoutReq) -> Result<Vec<FanoutReply>, Frame> {
+        let cluster = self.shared.cluster();
+        let others: Vec<(u64, SocketAddr)> = cluster
+            .members
+            .iter()
+            .filter(|(id, _)| **id != cluster.my_id)
+            .filter_map(|(id, m)| {
+                let n = m.fabric.len();
+                (n > 0).then(|| (*id, m.fabric[self.core % n]))
+            })
+            .collect();
         let mut attempt = 0;
         loop {
-            let mut waiting = Vec::new();
-            for core in (0..self.shared.core_count()).filter(|&c| c != self.core) {
-                let (tx, rx) = oneshot::channel();
-                let msg = CoreMsg::Fanout {
-                    req: req.clone(),
-                    reply: tx,
-                };
-                if self.senders.send_to(core, msg).await.is_ok() {
-                    waiting.push(rx);
-                }
-            }
-            let local = self.shard.borrow_mut().fanout(&req, now_ms());
-            let mut replies = vec![local];
-            for rx in waiting {
-                if let Ok(r) = rx.await {
-                    replies.push(r);
+            let wire_req = PeerRequest::Fanout(PeerFanout::from_local(&req));
+            let calls = others.iter().map(|(id, addr)| {
+                let wire_req = &wire_req;
+                async move { (*id, self.peers.request(*addr, wire_req).await) }
+            });
+            let (local, remote) =
+                futures::join!(self.fanout_node(&req), futures::future::join_all(calls));
+            let mut replies = local;
+            for (node, answer) in remote {
+                match answer {
+                    Ok(PeerReply::Fanout(r)) => replies.extend(r),
+                    Ok(_) => {
+                        return Err(Frame::error(format!(
+                            "CLUSTERDOWN node {node} gave an unexpected answer"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(Frame::error(format!(
+                            "CLUSTERDOWN node {node} unreachable: {e}"
+                        )))
+                    }
                 }
             }
             attempt += 1;
@@ -166,11 +388,47 @@ impl CoreCtx {
                 if attempt >= 200 {
                     tracing::warn!("fan-out answers did not cover the key space");
                 }
-                return replies;
+                return Ok(replies);
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+
+    /// Largest message a peer may send this core: the largest value plus room for
+    /// the request around it.
+    pub fn peer_message_limit(&self) -> usize {
+        let bulk = self
+            .shared
+            .max_bulk_len
+            .load(std::sync::atomic::Ordering::Relaxed) as usize;
+        bulk.max(PEER_BATCH_BYTES).saturating_add(1 << 20)
+    }
+}
+
+/// Key requests to one node are sent in batches of about this many bytes.
+pub const PEER_BATCH_BYTES: usize = 16 << 20;
+
+/// Cut each node's batch into pieces of about `PEER_BATCH_BYTES`, so a deep pipeline
+/// of large writes never becomes one message over the peer's limit.
+fn split_by_bytes(nodes: NodeBatches) -> Vec<(u64, Vec<(u32, KeyRequest)>)> {
+    let mut out = Vec::new();
+    for (node, batch) in nodes {
+        let mut piece = Vec::new();
+        let mut bytes = 0;
+        for (i, req) in batch {
+            let size = req.key.len() + req.op.payload_len() + 32;
+            if !piece.is_empty() && bytes + size > PEER_BATCH_BYTES {
+                out.push((node, std::mem::take(&mut piece)));
+                bytes = 0;
+            }
+            bytes += size;
+            piece.push((i, req));
+        }
+        if !piece.is_empty() {
+            out.push((node, piece));
+        }
+    }
+    out
 }
 
 fn covers_keyspace(replies: &[FanoutReply]) -> bool {

@@ -1,19 +1,34 @@
-//! Which core owns which key range. One table for the node, replaced whole on every
-//! change (split, move); each core keeps an `Arc` snapshot and refreshes it when the
-//! version moves, so routing a key costs one atomic load and a binary search.
+//! Who owns which key range: a core of this node, or another node of the cluster. One
+//! table for the node, replaced whole on every change (split, move between cores, a new
+//! cluster table); each core keeps an `Arc` snapshot and refreshes it when the version
+//! moves, so routing a key costs one atomic load and a binary search.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+/// Who serves a key range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A core of this node.
+    Core(usize),
+    /// Another node of the cluster (by node id).
+    Node(u64),
+    /// Nobody yet: the cluster has not formed.
+    Unassigned,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub version: u64,
+    /// Version of the cluster ownership table this table was derived from (0 before
+    /// the cluster formed); sent with requests to other nodes.
+    pub cluster_version: u64,
     /// Sorted lower bounds; the first is the empty key, range i is
     /// `[bounds[i], bounds[i+1])`.
     bounds: Vec<Bytes>,
-    owners: Vec<usize>,
+    owners: Vec<Owner>,
 }
 
 impl RouteTable {
@@ -22,9 +37,33 @@ impl RouteTable {
         let bounds = (0..cores).map(|i| initial_range(i, cores).0).collect();
         RouteTable {
             version: 1,
+            cluster_version: 0,
             bounds,
-            owners: (0..cores).collect(),
+            owners: (0..cores).map(Owner::Core).collect(),
         }
+    }
+
+    /// A table from sorted, tiling ranges (`ranges[0].0` is the empty key, each range
+    /// ends where the next begins).
+    pub fn from_ranges(cluster_version: u64, ranges: Vec<(Bytes, Owner)>) -> RouteTable {
+        let (bounds, owners): (Vec<Bytes>, Vec<Owner>) = if ranges.is_empty() {
+            (vec![Bytes::new()], vec![Owner::Unassigned])
+        } else {
+            ranges.into_iter().unzip()
+        };
+        RouteTable {
+            version: 1,
+            cluster_version,
+            bounds,
+            owners,
+        }
+    }
+
+    /// Replace this table's contents, keeping its version counting up.
+    pub fn replace_with(&mut self, next: RouteTable) {
+        let version = self.version;
+        *self = next;
+        self.version = version;
     }
 
     fn index(&self, key: &[u8]) -> usize {
@@ -33,8 +72,22 @@ impl RouteTable {
             .saturating_sub(1)
     }
 
-    pub fn core_for(&self, key: &[u8]) -> usize {
+    pub fn owner_of(&self, key: &[u8]) -> Owner {
         self.owners[self.index(key)]
+    }
+
+    /// The range `[lo, hi)` holding `key`.
+    pub fn range_of(&self, key: &[u8]) -> Option<(&Bytes, Option<&Bytes>)> {
+        let i = self.index(key);
+        Some((self.bounds.get(i)?, self.bounds.get(i + 1)))
+    }
+
+    /// The ranges and their owners, in key order.
+    pub fn ranges_with_owners(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>, Owner)> {
+        self.bounds
+            .iter()
+            .enumerate()
+            .map(|(i, lo)| (lo, self.bounds.get(i + 1), self.owners[i]))
     }
 
     /// Make `at` a range boundary; the new range keeps the owner it had.
@@ -46,8 +99,8 @@ impl RouteTable {
         }
     }
 
-    /// Give `[lo, hi)` to `core`.
-    pub fn set_owner(&mut self, lo: &Bytes, hi: Option<&Bytes>, core: usize) {
+    /// Give `[lo, hi)` to `owner`.
+    pub fn set_owner(&mut self, lo: &Bytes, hi: Option<&Bytes>, owner: Owner) {
         self.add_boundary(lo);
         if let Some(hi) = hi {
             self.add_boundary(hi);
@@ -55,7 +108,7 @@ impl RouteTable {
         for i in 0..self.bounds.len() {
             let inside = self.bounds[i] >= *lo && hi.is_none_or(|hi| self.bounds[i] < *hi);
             if inside {
-                self.owners[i] = core;
+                self.owners[i] = owner;
             }
         }
     }
@@ -138,19 +191,24 @@ mod tests {
     #[test]
     fn boundaries_and_owners() {
         let mut t = RouteTable::initial(2);
-        assert_eq!(t.core_for(b""), 0);
-        assert_eq!(t.core_for(b"key:1"), 0);
-        assert_eq!(t.core_for(b"\xff"), 1);
+        assert_eq!(t.owner_of(b""), Owner::Core(0));
+        assert_eq!(t.owner_of(b"key:1"), Owner::Core(0));
+        assert_eq!(t.owner_of(b"\xff"), Owner::Core(1));
         t.add_boundary(&Bytes::from("key:5"));
-        assert_eq!(t.core_for(b"key:6"), 0);
-        t.set_owner(&Bytes::from("key:5"), Some(&Bytes::from_static(b"\x80")), 1);
-        assert_eq!(t.core_for(b"key:4"), 0);
-        assert_eq!(t.core_for(b"key:5"), 1);
-        assert_eq!(t.core_for(b"key:9"), 1);
+        assert_eq!(t.owner_of(b"key:6"), Owner::Core(0));
+        let to_core1 = Owner::Core(1);
+        t.set_owner(
+            &Bytes::from("key:5"),
+            Some(&Bytes::from_static(b"\x80")),
+            to_core1,
+        );
+        assert_eq!(t.owner_of(b"key:4"), Owner::Core(0));
+        assert_eq!(t.owner_of(b"key:5"), Owner::Core(1));
+        assert_eq!(t.owner_of(b"key:9"), Owner::Core(1));
         assert_eq!(t.ranges(), 3);
         let routes = Routes::new(t);
         let mut cache = RouteCache::new(&routes);
-        routes.update(|t| t.set_owner(&Bytes::new(), None, 0));
-        assert_eq!(cache.get(&routes).core_for(b"key:9"), 0);
+        routes.update(|t| t.set_owner(&Bytes::new(), None, Owner::Node(7)));
+        assert_eq!(cache.get(&routes).owner_of(b"key:9"), Owner::Node(7));
     }
 }

@@ -229,7 +229,10 @@ fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
 async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
     match cmd {
         FanoutCmd::DbSize => {
-            let replies = ctx.fanout(FanoutReq::DbSize).await;
+            let replies = match ctx.fanout(FanoutReq::DbSize).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
             Frame::Integer(
                 replies
                     .iter()
@@ -240,14 +243,16 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
                     .sum(),
             )
         }
-        FanoutCmd::FlushAll => {
-            ctx.fanout(FanoutReq::FlushAll).await;
-            Frame::ok()
-        }
+        FanoutCmd::FlushAll => match ctx.fanout(FanoutReq::FlushAll).await {
+            Ok(_) => Frame::ok(),
+            Err(e) => e,
+        },
         FanoutCmd::Keys(pattern) => {
-            let mut keys: Vec<Bytes> = ctx
-                .fanout(FanoutReq::Keys(pattern))
-                .await
+            let replies = match ctx.fanout(FanoutReq::Keys(pattern)).await {
+                Ok(r) => r,
+                Err(e) => return e,
+            };
+            let mut keys: Vec<Bytes> = replies
                 .into_iter()
                 .flat_map(|r| match r.body {
                     FanoutBody::Keys(k) => k,
@@ -288,14 +293,18 @@ async fn scan(
             None => return Frame::error("ERR invalid cursor"),
         }
     };
-    let replies = ctx
+    let replies = match ctx
         .fanout(FanoutReq::ScanStep {
             after,
             count,
             pattern,
             started,
         })
-        .await;
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
     let mut keys = Vec::new();
     let mut frontier: Option<Bytes> = None;
     for reply in replies {

@@ -6,3 +6,4 @@ pub mod admin;
 pub mod conn_cmd;
 pub mod connection;
 pub mod info;
+pub mod peer;

@@ -17,7 +17,7 @@ pub enum FanoutReq {
     Keys(Bytes),
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum FanoutBody {
     Count(u64),
     Done,
@@ -32,7 +32,7 @@ pub enum FanoutBody {
 
 /// A fan-out answer with the key ranges the core held when answering, so the asker
 /// can tell a complete answer from one that missed a fragment in flight.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct FanoutReply {
     pub ranges: Vec<(Bytes, Option<Bytes>)>,
     pub body: FanoutBody,

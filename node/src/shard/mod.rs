@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::cmd::{self, KeyOp, KeyRequest};
 use crate::resp::Frame;
-use crate::router::table::{self, Routes};
+use crate::router::table::{Owner, Routes};
 use crate::store::{Fragment, FragmentId, Geometry, StoreError};
 use crate::telemetry::stats::{self, bump, set, CoreStats};
 use fanout::{FanoutBody, FanoutReply, FanoutReq};
@@ -70,12 +70,17 @@ pub struct Shard {
 
 impl Shard {
     /// The shard for `core`, owning the ranges the initial route table gives it.
-    pub fn new(core: usize, env: ShardEnv) -> Result<Shard, StoreError> {
+    pub fn new(
+        core: usize,
+        env: ShardEnv,
+        ranges: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Shard, StoreError> {
         let mut fragments = BTreeMap::new();
-        let (lo, hi) = table::initial_range(core, env.cores);
-        let id = env.next_fragment_id();
-        let fragment = Fragment::create(id, lo.clone(), hi, env.geometry, 1, env.hugepages)?;
-        fragments.insert(lo, fragment);
+        for (lo, hi) in ranges {
+            let id = env.next_fragment_id();
+            let fragment = Fragment::create(id, lo.clone(), hi, env.geometry, 1, env.hugepages)?;
+            fragments.insert(lo, fragment);
+        }
         let shard = Shard {
             core,
             env,
@@ -107,9 +112,9 @@ impl Shard {
             .next_back()
             .filter(|(_, (hi, _))| hi.as_ref().is_none_or(|hi| key < &hi[..]))
             .map(|(_, (_, core))| *core);
-        via_pointer.or_else(|| {
-            let core = self.env.routes.snapshot().core_for(key);
-            (core != self.core).then_some(core)
+        via_pointer.or_else(|| match self.env.routes.snapshot().owner_of(key) {
+            Owner::Core(core) if core != self.core => Some(core),
+            _ => None,
         })
     }
 
@@ -266,7 +271,7 @@ impl Shard {
         let core = self.core;
         self.env
             .routes
-            .update(|t| t.set_owner(&lo, hi.as_ref(), core));
+            .update(|t| t.set_owner(&lo, hi.as_ref(), Owner::Core(core)));
         self.publish_stats();
     }
 

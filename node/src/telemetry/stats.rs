@@ -20,6 +20,16 @@ pub struct CoreStats {
     pub moves_out: AtomicU64,
     /// Key requests this core sent to another core.
     pub cross_core: AtomicU64,
+    /// Key requests this core sent to another node (by message).
+    pub remote_requests: AtomicU64,
+    /// Key requests that failed because their owner node could not be reached.
+    pub remote_errors: AtomicU64,
+    /// Key reads served by a one-sided read of another node's region.
+    pub remote_reads: AtomicU64,
+    /// One-sided reads retried (torn or stale region).
+    pub remote_read_retries: AtomicU64,
+    /// Key requests routed again after their owner answered "moved".
+    pub moved_retries: AtomicU64,
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub rejected_connections: AtomicU64,
