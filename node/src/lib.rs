@@ -30,4 +30,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use node::{start, NodeHandle};
+pub use node::{start, start_with, Assignment, NodeHandle};

@@ -38,12 +38,16 @@ pub enum NodeError {
     Core(usize, String),
     #[error("admin endpoint: {0}")]
     Admin(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running node.
 pub struct NodeHandle {
     pub port: u16,
     pub admin_port: Option<u16>,
+    /// Each core's fabric endpoint, index = core.
+    pub fabric_addrs: Vec<SocketAddr>,
     pub shared: Arc<NodeShared>,
     cores: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -84,6 +88,16 @@ struct CoreStart {
 
 /// Start a node; returns once every core listens.
 pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
+    let cores = config.core_count();
+    start_with(config, |_| Ok(Assignment::single(cores)))
+}
+
+/// Start a node whose fragments and routes `assign` decides, once it knows the
+/// fabric endpoint of each core (tests use it to wire nodes by hand).
+pub fn start_with(
+    config: Config,
+    assign: impl FnOnce(&[SocketAddr]) -> Result<Assignment, String>,
+) -> Result<NodeHandle, NodeError> {
     config.validate()?;
     let cores = config.core_count();
     let requested = SocketAddr::new(config.bind, config.port);
@@ -151,8 +165,13 @@ pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
         }
     }
     let fabric_addrs: Vec<SocketAddr> = fabric_addrs.into_iter().flatten().collect();
-    let assignment = Assignment::single(cores);
-    let _ = &fabric_addrs;
+    let assignment = assign(&fabric_addrs).map_err(NodeError::Cluster)?;
+    if assignment.per_core.len() != cores {
+        return Err(NodeError::Cluster(format!(
+            "assignment for {} cores, node has {cores}",
+            assignment.per_core.len()
+        )));
+    }
     let shared = Arc::new(NodeShared::new(
         config,
         addr.port(),
@@ -184,6 +203,7 @@ pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
     Ok(NodeHandle {
         port: addr.port(),
         admin_port,
+        fabric_addrs,
         shared,
         cores: handles,
     })

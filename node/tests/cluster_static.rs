@@ -1,0 +1,208 @@
+//! Two nodes in one process, wired by hand (no ownership table): node 1 owns keys
+//! below 0x80 on its two cores, node 2 the rest. Every key must read and write the
+//! same through either node, multi-key commands must split by owner and come back in
+//! order, and the key-space commands must cover both nodes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use augur_node::context::{ClusterMap, MemberAddrs, NodeShared};
+use augur_node::router::table::{Owner, RouteTable};
+use augur_node::{Assignment, Config};
+use bytes::Bytes;
+use redis::Commands;
+
+const SECRET: &str = "static cluster test secret";
+
+struct Started {
+    port: u16,
+    fabric: Vec<std::net::SocketAddr>,
+    shared: Arc<NodeShared>,
+}
+
+fn node(
+    id: u64,
+    cores: usize,
+    routes: Vec<(Bytes, Owner)>,
+    per_core: Vec<Vec<(Bytes, Option<Bytes>)>>,
+) -> Started {
+    let config = Config {
+        port: 0,
+        admin_port: 0,
+        cores,
+        node_id: id,
+        cluster_secret: Some(SECRET.into()),
+        ..Config::default()
+    };
+    let handle = augur_node::start_with(config, move |_| {
+        Ok(Assignment {
+            routes: RouteTable::from_ranges(1, routes),
+            per_core,
+            cluster: ClusterMap::default(),
+        })
+    })
+    .expect("node starts");
+    let started = Started {
+        port: handle.port,
+        fabric: handle.fabric_addrs.clone(),
+        shared: handle.shared.clone(),
+    };
+    std::mem::forget(handle);
+    started
+}
+
+fn wire(a: &Started, a_id: u64, b: &Started, b_id: u64) {
+    let map = |me: u64, other: u64, s: &Started| ClusterMap {
+        my_id: me,
+        version: 1,
+        members: [(
+            other,
+            MemberAddrs {
+                client: ([127, 0, 0, 1], s.port).into(),
+                fabric: s.fabric.clone(),
+            },
+        )]
+        .into(),
+    };
+    a.shared.set_cluster(map(a_id, b_id, b));
+    b.shared.set_cluster(map(b_id, a_id, a));
+}
+
+fn b(x: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(x)
+}
+
+/// Keys whose first byte runs over all 256 values, so both nodes and all cores own some.
+fn keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut k = vec![(i % 256) as u8];
+            k.extend_from_slice(format!("key:{i}").as_bytes());
+            k
+        })
+        .collect()
+}
+
+#[test]
+fn every_key_reads_and_writes_the_same_through_either_node() {
+    let one = node(
+        1,
+        2,
+        vec![
+            (b(b""), Owner::Core(0)),
+            (b(b"\x40"), Owner::Core(1)),
+            (b(b"\x80"), Owner::Node(2)),
+        ],
+        vec![
+            vec![(b(b""), Some(b(b"\x40")))],
+            vec![(b(b"\x40"), Some(b(b"\x80")))],
+        ],
+    );
+    let two = node(
+        2,
+        1,
+        vec![(b(b""), Owner::Node(1)), (b(b"\x80"), Owner::Core(0))],
+        vec![vec![(b(b"\x80"), None)]],
+    );
+    wire(&one, 1, &two, 2);
+    let mut c1 = common::client(one.port);
+    let mut c2 = common::client(two.port);
+    let keys = keys(600);
+
+    // Writes through node 1, reads through node 2, and the other way round.
+    for (i, k) in keys.iter().enumerate() {
+        let _: () = c1.set(k, format!("v{i}")).expect("set via 1");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let v: String = c2.get(k).expect("get via 2");
+        assert_eq!(v, format!("v{i}"));
+    }
+    for (i, k) in keys.iter().enumerate().step_by(3) {
+        let _: () = c2.set(k, format!("w{i}")).expect("set via 2");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let want = if i % 3 == 0 {
+            format!("w{i}")
+        } else {
+            format!("v{i}")
+        };
+        let v1: String = c1.get(k).expect("get via 1");
+        let v2: String = c2.get(k).expect("get via 2");
+        assert_eq!((&v1, &v2), (&want, &want), "key {k:?}");
+    }
+
+    // A pipeline mixing owners keeps request order, and multi-key commands split by
+    // owner and reassemble.
+    let sample: Vec<&Vec<u8>> = keys.iter().take(40).collect();
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&sample)
+        .query(&mut c2)
+        .expect("mget");
+    for (i, v) in got.iter().enumerate() {
+        let want = if i % 3 == 0 {
+            format!("w{i}")
+        } else {
+            format!("v{i}")
+        };
+        assert_eq!(v.as_deref(), Some(want.as_str()));
+    }
+    let mut pipe = redis::pipe();
+    for k in &sample {
+        // Only in this order does every INCRBY answer 10.
+        pipe.cmd("SET").arg(*k).arg(0).ignore();
+        pipe.cmd("INCR").arg(*k).ignore();
+        pipe.cmd("SET").arg(*k).arg(7).ignore();
+        pipe.cmd("INCRBY").arg(*k).arg(3);
+    }
+    let incrs: Vec<i64> = pipe.query(&mut c1).expect("pipeline");
+    assert!(incrs.iter().all(|&n| n == 10), "{incrs:?}");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&sample[..20])
+        .query(&mut c2)
+        .expect("del");
+    assert_eq!(deleted, 20);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&sample)
+        .query(&mut c1)
+        .expect("exists");
+    assert_eq!(exists, 20);
+
+    // The key-space commands cover both nodes, from either.
+    let expected = keys.len() as i64 - 20;
+    for c in [&mut c1, &mut c2] {
+        let n: i64 = redis::cmd("DBSIZE").query(c).expect("dbsize");
+        assert_eq!(n, expected);
+        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).expect("keys");
+        assert_eq!(all.len() as i64, expected);
+        let mut seen = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(50)
+                .query(c)
+                .expect("scan");
+            for k in batch {
+                assert!(seen.insert(k), "SCAN returned a key twice");
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len() as i64, expected);
+    }
+    let stats = |s: &NodeShared| {
+        s.stats
+            .iter()
+            .map(|c| c.remote_requests.load(std::sync::atomic::Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    assert!(stats(&one.shared) > 0 && stats(&two.shared) > 0);
+    let _: () = redis::cmd("FLUSHALL").query(&mut c2).expect("flushall");
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c1).expect("dbsize");
+    assert_eq!(n, 0);
+}
