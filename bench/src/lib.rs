@@ -1,2 +1,4 @@
-//! augur-bench: load drivers and comparison benchmarks.
+//! augur-bench: load drivers, local clusters and comparison benchmarks.
+pub mod client;
+pub mod cluster;
 pub mod vs_redis;

@@ -11,23 +11,23 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
 
-use augur_node::resp::{next_frame, Frame, Limits};
-use bytes::{Bytes, BytesMut};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use augur_node::resp::Frame;
+use bytes::BytesMut;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
+
+use crate::client::{ping, request, text, Resp};
 use clap::Args;
 
 /// How long a freshly started server has to answer PING.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Socket read/write timeout for our own RESP connections, so a wedged server
 /// fails the run instead of hanging it.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// SETs written per batch while loading keys for the memory measurement.
 const LOAD_BATCH: usize = 1000;
 /// The tests run by redis-benchmark (`-t`), as named in its CSV output.
@@ -387,17 +387,6 @@ fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// One raw PING; Ok only for a `+PONG` reply.
-fn ping(addr: SocketAddr) -> anyhow::Result<()> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf)?;
-    ensure!(&buf == b"+PONG\r\n", "unexpected PING reply");
-    Ok(())
-}
-
 /// One test line of redis-benchmark's CSV.
 #[derive(Debug)]
 struct BenchRow {
@@ -602,9 +591,7 @@ fn measure_memory(kind: &ServerKind, opts: &Options, augur: &Path) -> anyhow::Re
             debug_assert_eq!((key.len(), value.len()), (16, 32));
             request(&[b"SET", key.as_bytes(), value.as_bytes()]).encode(&mut buf, false);
         }
-        c.stream
-            .write_all(&buf)
-            .with_context(|| format!("writing SETs to {kind}"))?;
+        c.send_raw(&buf).with_context(|| format!("writing SETs to {kind}"))?;
         for j in i..i + batch {
             match c.read_reply()? {
                 Frame::Simple(s) if &s[..] == b"OK" => {}
@@ -652,71 +639,6 @@ fn used_memory(c: &mut Resp) -> anyhow::Result<u64> {
     line.trim()
         .parse()
         .with_context(|| format!("bad used_memory value '{line}'"))
-}
-
-/// A request as a RESP array of bulk strings.
-fn request(args: &[&[u8]]) -> Frame {
-    Frame::Array(
-        args.iter()
-            .map(|a| Frame::Bulk(Bytes::copy_from_slice(a)))
-            .collect(),
-    )
-}
-
-/// The text of a string reply, if it is one.
-fn text(f: &Frame) -> Option<String> {
-    match f {
-        Frame::Simple(b) | Frame::Bulk(b) | Frame::Verbatim(b) => {
-            Some(String::from_utf8_lossy(b).into_owned())
-        }
-        _ => None,
-    }
-}
-
-/// A minimal blocking client over a plain TcpStream, using the node's own RESP
-/// parser, so a reply split across reads is handled correctly.
-struct Resp {
-    stream: TcpStream,
-    input: BytesMut,
-    chunk: Vec<u8>,
-}
-
-impl Resp {
-    fn connect(port: u16) -> anyhow::Result<Resp> {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(Resp {
-            stream,
-            input: BytesMut::new(),
-            chunk: vec![0u8; 64 << 10],
-        })
-    }
-
-    fn command(&mut self, args: &[&[u8]]) -> anyhow::Result<Frame> {
-        let mut out = BytesMut::new();
-        request(args).encode(&mut out, false);
-        self.stream.write_all(&out).context("writing a command")?;
-        self.read_reply()
-    }
-
-    fn read_reply(&mut self) -> anyhow::Result<Frame> {
-        loop {
-            if let Some(f) = next_frame(&mut self.input, &Limits::default())
-                .map_err(|e| anyhow!("bad reply from the server: {e}"))?
-            {
-                return Ok(f);
-            }
-            let n = self
-                .stream
-                .read(&mut self.chunk)
-                .context("reading a reply")?;
-            ensure!(n > 0, "connection closed by the server");
-            self.input.extend_from_slice(&self.chunk[..n]);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,10 +20,11 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::context::{ClusterMap, NodeShared};
+use crate::context::{ClusterMap, MemberAddrs, NodeShared};
+use crate::ownership::{Member, Ownership, OwnershipConfig, Role, Table};
 use crate::core::msg::CoreMsg;
 use crate::core::CoreCtx;
-use crate::router::table::{initial_range, RouteTable, Routes};
+use crate::router::table::{initial_range, Owner, RouteTable, Routes};
 
 /// Messages queued per core pair before senders wait.
 const MESH_CAPACITY: usize = 1024;
@@ -70,6 +71,31 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// This node's part of a formed ownership table: the fragments it owns, on the
+    /// cores the table names; every other range routed to its owner.
+    pub fn from_table(table: &Table, me: u64, cores: usize) -> Assignment {
+        let mut per_core = vec![Vec::new(); cores];
+        let mut routes = Vec::with_capacity(table.fragments.len());
+        for f in table.fragments.values() {
+            let lo = Bytes::copy_from_slice(&f.lo);
+            let owner = if f.owner == me {
+                let core = f.core as usize % cores;
+                per_core[core].push((lo.clone(), f.hi.as_deref().map(Bytes::copy_from_slice)));
+                Owner::Core(core)
+            } else {
+                Owner::Node(f.owner)
+            };
+            routes.push((lo, owner));
+        }
+        let mut cluster = cluster_map(table, me);
+        cluster.role = "member".into();
+        Assignment {
+            routes: RouteTable::from_ranges(table.applied, routes),
+            per_core,
+            cluster,
+        }
+    }
+
     /// A node alone: the key space cut evenly over its cores.
     pub fn single(cores: usize) -> Assignment {
         Assignment {
@@ -86,10 +112,127 @@ struct CoreStart {
     ranges: Vec<(Bytes, Option<Bytes>)>,
 }
 
-/// Start a node; returns once every core listens.
+/// Start a node: join or start its cluster, wait until the key space is spread over
+/// the members, create this node's fragments, serve. Returns once every core listens.
 pub fn start(config: Config) -> Result<NodeHandle, NodeError> {
     let cores = config.core_count();
-    start_with(config, |_| Ok(Assignment::single(cores)))
+    let mut ownership = None;
+    let handle = start_with(config.clone(), |fabric_addrs| {
+        let o = start_ownership(&config, fabric_addrs)?;
+        let table = wait_formed(&o, Duration::from_secs(config.cluster_form_timeout))?;
+        let assignment = Assignment::from_table(&table, config.node_id, cores);
+        ownership = Some(o);
+        Ok(assignment)
+    })?;
+    if let Some(o) = ownership {
+        watch_ownership(handle.shared.clone(), o);
+    }
+    Ok(handle)
+}
+
+fn start_ownership(config: &Config, fabric_addrs: &[SocketAddr]) -> Result<Ownership, String> {
+    let client_addr = SocketAddr::new(config.bind, config.port);
+    let bus_bind = config.bus_addr(config.port);
+    let me = Member {
+        id: config.node_id,
+        client_addr,
+        bus_addr: bus_bind,
+        fabric_addrs: fabric_addrs.to_vec(),
+        cores: fabric_addrs.len() as u32,
+        capacity_bytes: config.maxmemory,
+    };
+    Ownership::start(OwnershipConfig {
+        node_id: config.node_id,
+        dir: config.dir.clone(),
+        bus_bind,
+        secret: config.fabric_secret(),
+        me,
+        join: config.join,
+        expected_size: config.cluster_size,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Wait until the table has spread the key space over the members.
+fn wait_formed(o: &Ownership, limit: Duration) -> Result<Arc<Table>, String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let table = o.table();
+        if table.formed {
+            return Ok(table);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the cluster did not form within {limit:?}: {} of {} members joined",
+                table.members.len(),
+                table.expected_size
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The control thread's duty for the data path: whenever the ownership table
+/// changes, publish the new members and the new owners of other nodes' ranges; keep
+/// the leader and role INFO shows current.
+fn watch_ownership(shared: Arc<NodeShared>, ownership: Ownership) {
+    let _ = shared.ownership.set(ownership.clone());
+    let spawned = std::thread::Builder::new()
+        .name("augur-ownership-watch".into())
+        .spawn(move || {
+            let mut seen = 0;
+            loop {
+                let table = ownership.table();
+                let status = ownership.status();
+                if status.role == Role::Shutdown {
+                    return;
+                }
+                let mut map = cluster_map(&table, shared.cluster().my_id);
+                map.leader = status.leader;
+                map.role = format!("{:?}", status.role).to_lowercase();
+                shared.set_cluster(map);
+                if table.applied != seen {
+                    seen = table.applied;
+                    let me = shared.cluster().my_id;
+                    shared.routes.update(|r| {
+                        for f in table.fragments.values() {
+                            if f.owner != me {
+                                let lo = Bytes::copy_from_slice(&f.lo);
+                                let hi = f.hi.as_deref().map(Bytes::copy_from_slice);
+                                r.set_owner(&lo, hi.as_ref(), Owner::Node(f.owner));
+                            }
+                        }
+                        r.cluster_version = table.applied;
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the ownership watcher: {e}");
+    }
+}
+
+fn cluster_map(table: &Table, my_id: u64) -> ClusterMap {
+    ClusterMap {
+        my_id,
+        version: table.applied,
+        members: table
+            .members
+            .values()
+            .map(|m| {
+                (
+                    m.id,
+                    MemberAddrs {
+                        client: m.client_addr,
+                        fabric: m.fabric_addrs.clone(),
+                    },
+                )
+            })
+            .collect(),
+        leader: None,
+        role: String::new(),
+    }
 }
 
 /// Start a node whose fragments and routes `assign` decides, once it knows the

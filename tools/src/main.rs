@@ -22,9 +22,47 @@ struct Cli {
 enum Command {
     /// Run a storage node speaking the Redis protocol.
     Node(Box<NodeArgs>),
+    /// Local clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Nodes, fragments and owners of the cluster a node belongs to.
+    Status(StatusArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start n nodes as processes on loopback; prints `node <id> <host>:<port>` as each
+    /// serves; stops them all on Ctrl-C or SIGTERM.
+    Up(ClusterUpArgs),
+}
+
+#[derive(Args)]
+struct ClusterUpArgs {
+    /// Nodes to start (ids 1..n).
+    #[arg(short = 'n', long = "nodes", default_value_t = 3)]
+    nodes: u32,
+    /// Client port of node 1; node i gets base-port + i - 1, its bus port + 10000.
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+    /// Fabric between the nodes.
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "verbs"])]
+    fabric: String,
+    /// State directory; node i keeps its state in DIR/node-i.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Cores per node (the nodes share this machine).
+    #[arg(long, default_value_t = 1)]
+    cores: u32,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Client port of any node of the cluster.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +217,71 @@ fn main() -> anyhow::Result<()> {
             node.wait();
             Ok(())
         }
+        Command::Cluster(ClusterCommand::Up(args)) => cluster_up(args),
+        Command::Status(args) => status(args),
         Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
+    }
+}
+
+fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    anyhow::ensure!(
+        args.fabric == "tcp",
+        "--fabric verbs: the node does not run its data path over verbs yet (only the \
+         fabric crate does, in ci/test-verbs); use --fabric tcp"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C / SIGTERM handler")?;
+    let augur = std::env::current_exe().context("finding the augur binary")?;
+    let log_dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("augur-cluster-{}", std::process::id())));
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let opts = augur_bench::cluster::ClusterOptions {
+        nodes: args.nodes,
+        base_port: args.base_port,
+        cores: args.cores,
+        dir: args.dir,
+        log_dir: log_dir.clone(),
+        ..Default::default()
+    };
+    let mut cluster = augur_bench::cluster::LocalCluster::start(&augur, opts, |n| {
+        println!("node {} {}", n.id, n.addr);
+    })?;
+    eprintln!(
+        "cluster of {} nodes up; logs in {}; try `redis-cli -p {}` or `augur status --port {}`; Ctrl-C stops it",
+        args.nodes,
+        log_dir.display(),
+        args.base_port,
+        args.base_port
+    );
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            eprintln!("stopping the cluster");
+            cluster.stop();
+            return Ok(());
+        }
+        if let Some((id, how)) = cluster.exited() {
+            cluster.stop();
+            anyhow::bail!("node {id} exited ({how}); stopped the others");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let mut c = augur_bench::client::Resp::connect(args.port)?;
+    let reply = c.command(&[b"AUGUR", b"STATUS"])?;
+    match augur_bench::client::text(&reply) {
+        Some(t) => {
+            print!("{t}");
+            Ok(())
+        }
+        None => anyhow::bail!("unexpected reply to AUGUR STATUS: {reply:?}"),
     }
 }

@@ -77,6 +77,8 @@ pub enum ConnCmd {
     ConfigResetStat,
     Info(Vec<String>),
     Time,
+    /// AUGUR STATUS: the cluster's nodes and fragments as text tables.
+    AugurStatus,
 }
 
 #[derive(Debug)]
@@ -141,7 +143,7 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
         | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
         "DEL" | "UNLINK" | "EXISTS" | "TYPE" => del::parse(&name, rest),
         "SCAN" | "KEYS" => scan::parse(&name, rest),
-        "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" => {
+        "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" | "AUGUR" => {
             server::parse(&name, rest)
         }
         _ => connection::parse(&name, rest),

@@ -23,6 +23,11 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
                 .collect(),
         )),
         "TIME" => Plan::Conn(ConnCmd::Time),
+        "AUGUR" => match upper(&args[0]).as_str() {
+            "STATUS" if args.len() == 1 => Plan::Conn(ConnCmd::AugurStatus),
+            "STATUS" => return Err(args::wrong_arity("augur|status")),
+            _ => return Err(subcommand_error("AUGUR", &args[0])),
+        },
         "CONFIG" => config(args)?,
         _ => command(args)?,
     })

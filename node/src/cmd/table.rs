@@ -73,6 +73,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("config", -2, A, NONE),
     spec("command", -1, &["loading", "stale"], NONE),
     spec("time", 1, R, NONE),
+    spec("augur", -2, A, NONE),
     spec("ping", -1, &["fast"], NONE),
     spec("echo", 2, &["fast"], NONE),
     spec("hello", -1, C, NONE),

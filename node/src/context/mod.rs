@@ -29,6 +29,11 @@ pub struct ClusterMap {
     /// Version of the ownership table this map was derived from.
     pub version: u64,
     pub members: BTreeMap<u64, MemberAddrs>,
+    /// The ownership table's leader, as this node last heard.
+    pub leader: Option<u64>,
+    /// This node's Raft role (`leader`, `follower`, `learner`, ...); empty when the
+    /// node runs without an ownership table (wired by hand).
+    pub role: String,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +59,8 @@ pub struct NodeShared {
     pub max_bulk_len: AtomicU64,
     pub requirepass: Mutex<Option<Bytes>>,
     cluster: Mutex<Arc<ClusterMap>>,
+    /// The replicated ownership table, once the node has one (not when wired by hand).
+    pub ownership: std::sync::OnceLock<crate::ownership::Ownership>,
 }
 
 impl NodeShared {
@@ -74,6 +81,7 @@ impl NodeShared {
             max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
             requirepass: Mutex::new(config.requirepass.clone().map(Bytes::from)),
             cluster: Mutex::new(Arc::new(ClusterMap::default())),
+            ownership: std::sync::OnceLock::new(),
             config,
         }
     }

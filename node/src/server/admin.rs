@@ -121,6 +121,35 @@ pub fn render(shared: &NodeShared) -> String {
         true,
         |s| &s.cross_core,
     );
+    for (name, help, field) in [
+        (
+            "remote_requests",
+            "Key requests sent to another node",
+            (|s| &s.remote_requests) as fn(&CoreStats) -> &AtomicU64,
+        ),
+        (
+            "remote_errors",
+            "Key requests whose owner node could not be reached",
+            |s| &s.remote_errors,
+        ),
+        (
+            "remote_reads",
+            "Reads served by a one-sided read of another node's region",
+            |s| &s.remote_reads,
+        ),
+        (
+            "remote_read_retries",
+            "One-sided reads retried (torn or stale)",
+            |s| &s.remote_read_retries,
+        ),
+        (
+            "moved_retries",
+            "Key requests routed again after their owner answered moved",
+            |s| &s.moved_retries,
+        ),
+    ] {
+        per_core(&mut registry, name, help, true, field);
+    }
     per_core(&mut registry, "splits", "Fragment splits", true, |s| {
         &s.splits
     });

@@ -134,6 +134,7 @@ pub fn execute(ctx: &CoreCtx, session: &mut Session, cmd: ConnCmd, name: &Bytes)
         ConnCmd::Info(sections) => {
             Frame::Verbatim(Bytes::from(super::info::render(ctx, &sections)))
         }
+        ConnCmd::AugurStatus => Frame::Verbatim(Bytes::from(super::status::render(shared))),
         ConnCmd::Time => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -74,6 +74,24 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
         }
         out.push_str("\r\n");
     }
+    if want("cluster") {
+        let cluster = shared.cluster();
+        let routes = shared.routes.snapshot();
+        let _ = write!(
+            out,
+            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\n\r\n",
+            cluster.members.len() + usize::from(!cluster.members.contains_key(&cluster.my_id)),
+            cluster.my_id,
+            cluster.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
+            if cluster.role.is_empty() { "none" } else { &cluster.role },
+            routes.cluster_version,
+            sum(|s| &s.remote_requests),
+            sum(|s| &s.remote_errors),
+            sum(|s| &s.remote_reads),
+            sum(|s| &s.remote_read_retries),
+            sum(|s| &s.moved_retries),
+        );
+    }
     if want("augur") {
         let routes = shared.routes.snapshot();
         let _ = write!(

@@ -7,3 +7,4 @@ pub mod conn_cmd;
 pub mod connection;
 pub mod info;
 pub mod peer;
+pub mod status;
