@@ -18,6 +18,7 @@ pub mod glob;
 pub mod metrics;
 pub mod node;
 pub mod resp;
+pub mod router;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -696,10 +696,18 @@ mod tests {
         assert!(f.is_retired());
         let h = layout::decode_header(f.region().bytes()).unwrap();
         assert_eq!(h.state, layout::STATE_RETIRED);
-        assert_eq!(h.layout_version, layout::LAYOUT_VERSION, "neighbour untouched");
+        assert_eq!(
+            h.layout_version,
+            layout::LAYOUT_VERSION,
+            "neighbour untouched"
+        );
         assert!(matches!(f.put(b"a", b"2", None), Err(StoreError::Retired)));
         assert!(matches!(f.delete(b"a", 0), Err(StoreError::Retired)));
-        assert_eq!(f.get(b"a", 0).unwrap().unwrap().value, b"1", "still readable");
+        assert_eq!(
+            f.get(b"a", 0).unwrap().unwrap().value,
+            b"1",
+            "still readable"
+        );
         assert!(!c.is_retired(), "the copy is live");
     }
 
