@@ -1004,6 +1004,11 @@ mod tests {
         }
     }
 
+    /// A region registered for local use with a transport (a READ target).
+    fn rt_register(t: &TcpTransport, r: &Region) -> TcpMr {
+        t.register(r, Access::LOCAL).expect("register")
+    }
+
     /// `cargo test -p augur-node --lib remote_read_latency -- --ignored --nocapture`
     #[test]
     #[ignore = "measurement, prints numbers"]
@@ -1018,7 +1023,7 @@ mod tests {
                 f.put(k, &pattern(i as u64, 32), None).unwrap();
             }
             let (_region, _mr, desc) = export(&owner, &f);
-            let reader = RemoteReader::new(rt).expect("reader");
+            let reader = RemoteReader::new(rt.clone()).expect("reader");
             let quantiles = |mut ns: Vec<u64>| {
                 ns.sort_unstable();
                 let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize];
@@ -1038,12 +1043,22 @@ mod tests {
                 remote_ns.push(t.elapsed().as_nanos() as u64);
                 assert!(matches!(r, RemoteValue::Found { .. }));
             }
+            // The floor: one bare 64-byte READ round trip on the same connection.
+            let scratch = Region::new("probe", 4096).expect("region");
+            let scratch = rt_register(&rt, &scratch);
+            let mut read_ns = Vec::with_capacity(keys.len());
+            for _ in &keys {
+                let t = Instant::now();
+                conn.read(&desc.region, 0, 64, &scratch, 0).await.unwrap();
+                read_ns.push(t.elapsed().as_nanos() as u64);
+            }
             let (l50, l99) = quantiles(local_ns);
             let (r50, r99) = quantiles(remote_ns);
+            let (b50, b99) = quantiles(read_ns);
             println!(
-                "10k sequential GETs, 16 B keys, 32 B values: local Fragment::get p50 {l50} ns \
-                 p99 {l99} ns; remote over TCP fabric (loopback, one executor) p50 {r50} ns \
-                 p99 {r99} ns"
+                "10k sequential GETs, 12 B keys, 32 B values: local Fragment::get p50 {l50} ns \
+                 p99 {l99} ns; remote GET over the TCP fabric (loopback, one executor) p50 \
+                 {r50} ns p99 {r99} ns; one bare 64 B READ p50 {b50} ns p99 {b99} ns"
             );
         });
     }
