@@ -930,13 +930,19 @@ mod tests {
             let writer = {
                 let (region, done) = (region.clone(), done.clone());
                 glommio::spawn_local(async move {
+                    // Runnable whenever the reader waits for the network, so each attempt
+                    // sees a slot value no earlier attempt saw (they never repeat: past
+                    // the log's end they point outside it, another torn-looking failure).
+                    let deadline = Instant::now() + std::time::Duration::from_secs(30);
                     let mut k = 0usize;
-                    while !done.get() && k < 1_000_000 {
-                        let offset = layout::log_start(buckets) + 8 * (k % 100_000);
+                    while !done.get() && Instant::now() < deadline {
+                        let offset = layout::log_start(buckets) + 8 * k;
                         let slot = layout::slot_value(layout::hash_tag(hash), offset);
                         region.write_at(home, &slot.to_le_bytes()).unwrap();
                         k += 1;
-                        glommio::executor().yield_now().await;
+                        // Leave the task queue so that the reactor runs (a plain yield
+                        // would keep the queue busy and starve the network).
+                        glommio::executor().yield_task_queue_now().await;
                     }
                     k
                 })
@@ -1004,31 +1010,61 @@ mod tests {
         }
     }
 
-    /// A region registered for local use with a transport (a READ target).
-    fn rt_register(t: &TcpTransport, r: &Region) -> TcpMr {
-        t.register(r, Access::LOCAL).expect("register")
+    /// 10k keys of 12 bytes with 32-byte values, and the keys.
+    fn latency_fragment() -> (Fragment, Vec<Vec<u8>>) {
+        let mut f = fragment(1 << 12, 16 << 20);
+        let keys: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| format!("key:{i:08}").into_bytes())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            f.put(k, &pattern(i as u64, 32), None).unwrap();
+        }
+        (f, keys)
     }
 
+    fn quantiles(mut ns: Vec<u64>) -> (u64, u64) {
+        ns.sort_unstable();
+        let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize];
+        (at(0.5), at(0.99))
+    }
+
+    /// Sequential remote GETs of every key, then as many bare 64-byte READs: the
+    /// nanoseconds of each.
+    async fn time_remote_gets(
+        rt: Rc<TcpTransport>,
+        conn: &TcpConnection,
+        desc: &RemoteFragment,
+        keys: &[Vec<u8>],
+    ) -> (Vec<u64>, Vec<u64>) {
+        let reader = RemoteReader::new(rt.clone()).expect("reader");
+        let mut remote_ns = Vec::with_capacity(keys.len());
+        for k in keys {
+            let t = Instant::now();
+            let r = reader.get(conn, desc, k, 0).await.unwrap();
+            remote_ns.push(t.elapsed().as_nanos() as u64);
+            assert!(matches!(r, RemoteValue::Found { .. }));
+        }
+        // The floor: one bare 64-byte READ round trip on the same connection.
+        let scratch = Region::new("probe", 4096).expect("region");
+        let scratch = rt.register(&scratch, Access::LOCAL).expect("register");
+        let mut read_ns = Vec::with_capacity(keys.len());
+        for _ in keys {
+            let t = Instant::now();
+            conn.read(&desc.region, 0, 64, &scratch, 0).await.unwrap();
+            read_ns.push(t.elapsed().as_nanos() as u64);
+        }
+        (remote_ns, read_ns)
+    }
+
+    /// Owner and reader on one executor (one thread).
     /// `cargo test -p augur-node --lib remote_read_latency -- --ignored --nocapture`
     #[test]
     #[ignore = "measurement, prints numbers"]
-    fn remote_read_latency() {
+    fn remote_read_latency_one_executor() {
         run(|| async {
             let (owner, rt, conn, _o) = cluster().await;
-            let mut f = fragment(1 << 12, 16 << 20);
-            let keys: Vec<Vec<u8>> = (0..10_000u32)
-                .map(|i| format!("key:{i:08}").into_bytes())
-                .collect();
-            for (i, k) in keys.iter().enumerate() {
-                f.put(k, &pattern(i as u64, 32), None).unwrap();
-            }
+            let (f, keys) = latency_fragment();
             let (_region, _mr, desc) = export(&owner, &f);
-            let reader = RemoteReader::new(rt.clone()).expect("reader");
-            let quantiles = |mut ns: Vec<u64>| {
-                ns.sort_unstable();
-                let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize];
-                (at(0.5), at(0.99))
-            };
             let mut local_ns = Vec::with_capacity(keys.len());
             for k in &keys {
                 let t = Instant::now();
@@ -1036,30 +1072,72 @@ mod tests {
                 local_ns.push(t.elapsed().as_nanos() as u64);
                 assert!(r.is_some());
             }
-            let mut remote_ns = Vec::with_capacity(keys.len());
-            for k in &keys {
-                let t = Instant::now();
-                let r = reader.get(&conn, &desc, k, 0).await.unwrap();
-                remote_ns.push(t.elapsed().as_nanos() as u64);
-                assert!(matches!(r, RemoteValue::Found { .. }));
-            }
-            // The floor: one bare 64-byte READ round trip on the same connection.
-            let scratch = Region::new("probe", 4096).expect("region");
-            let scratch = rt_register(&rt, &scratch);
-            let mut read_ns = Vec::with_capacity(keys.len());
-            for _ in &keys {
-                let t = Instant::now();
-                conn.read(&desc.region, 0, 64, &scratch, 0).await.unwrap();
-                read_ns.push(t.elapsed().as_nanos() as u64);
-            }
+            let (remote_ns, read_ns) = time_remote_gets(rt, &conn, &desc, &keys).await;
             let (l50, l99) = quantiles(local_ns);
             let (r50, r99) = quantiles(remote_ns);
             let (b50, b99) = quantiles(read_ns);
             println!(
-                "10k sequential GETs, 12 B keys, 32 B values: local Fragment::get p50 {l50} ns \
-                 p99 {l99} ns; remote GET over the TCP fabric (loopback, one executor) p50 \
+                "one executor, 10k sequential GETs, 12 B keys, 32 B values: local \
+                 Fragment::get p50 {l50} ns p99 {l99} ns; remote GET over the TCP fabric p50 \
                  {r50} ns p99 {r99} ns; one bare 64 B READ p50 {b50} ns p99 {b99} ns"
             );
         });
+    }
+
+    /// Owner and reader on two executors (two threads), as two nodes would be; the
+    /// descriptor travels as a fabric message.
+    #[test]
+    #[ignore = "measurement, prints numbers"]
+    fn remote_read_latency_two_executors() {
+        let lo: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let owner = LocalExecutorBuilder::default()
+            .name("owner")
+            .spawn(move || async move {
+                let t = TcpTransport::bind(FabricConfig::new(SECRET), lo).expect("owner");
+                addr_tx.send(t.local_addr()).expect("hand out the address");
+                let conn = t.accept().await.expect("accept");
+                let (f, keys) = latency_fragment();
+                let (_region, _mr, desc) = export(&t, &f);
+                let mut msg = desc.region.encode().to_vec();
+                for word in [desc.fragment_id, desc.bucket_count, desc.generation] {
+                    msg.extend_from_slice(&word.to_le_bytes());
+                }
+                conn.send(&msg).await.expect("send descriptor");
+                conn.recv().await.expect("reader done");
+                keys
+            })
+            .expect("owner executor");
+        let addr = addr_rx.recv().expect("owner address");
+        let reader = LocalExecutorBuilder::default()
+            .name("reader")
+            .spawn(move || async move {
+                let rt =
+                    Rc::new(TcpTransport::bind(FabricConfig::new(SECRET), lo).expect("reader"));
+                let conn = rt.connect(addr).await.expect("connect");
+                let msg = conn.recv().await.expect("descriptor");
+                let word = |i: usize| layout::u64_at(&msg, RemoteRegion::WIRE_LEN + 8 * i);
+                let desc = RemoteFragment {
+                    region: RemoteRegion::decode(&msg[..RemoteRegion::WIRE_LEN]).expect("region"),
+                    fragment_id: word(0),
+                    bucket_count: word(1),
+                    generation: word(2),
+                };
+                let keys: Vec<Vec<u8>> = (0..10_000u32)
+                    .map(|i| format!("key:{i:08}").into_bytes())
+                    .collect();
+                let times = time_remote_gets(rt, &conn, &desc, &keys).await;
+                conn.send(b"done").await.expect("done");
+                times
+            })
+            .expect("reader executor");
+        let (remote_ns, read_ns) = reader.join().expect("reader");
+        assert_eq!(owner.join().expect("owner").len(), 10_000);
+        let (r50, r99) = quantiles(remote_ns);
+        let (b50, b99) = quantiles(read_ns);
+        println!(
+            "two executors, 10k sequential GETs, 12 B keys, 32 B values: remote GET over the \
+             TCP fabric p50 {r50} ns p99 {r99} ns; one bare 64 B READ p50 {b50} ns p99 {b99} ns"
+        );
     }
 }
