@@ -64,7 +64,7 @@ impl Region {
             libc::fcntl(
                 file.as_raw_fd(),
                 libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
             )
         };
         if sealed != 0 {
