@@ -29,6 +29,8 @@ pub enum StoreError {
     KeyTooLong,
     #[error("corrupt region: {0}")]
     Corrupt(#[from] RecordError),
+    #[error("fragment retired: a compaction or split replaced it")]
+    Retired,
     #[error("region allocation failed: {0}")]
     Alloc(#[from] std::io::Error),
 }
@@ -202,7 +204,35 @@ impl Fragment {
     }
 
     fn slot_pos(&self, bucket: usize, slot: usize) -> usize {
-        layout::HEADER_LEN + bucket * layout::BUCKET_LEN + slot * 8
+        layout::bucket_offset(bucket) + slot * 8
+    }
+
+    /// A second handle (dup) of the region's memfd, for the node to map again as an
+    /// `augur_fabric::Region` and register for one-sided remote READs.
+    ///
+    /// Safe to hand out: the second mapping shares this one's pages (`MAP_SHARED` of one
+    /// memfd), so remote readers see every write, published by the same release stores a
+    /// local reader relies on; the memfd's size is sealed, so the other handle cannot
+    /// truncate the pages under this mapping; the pages live until the last mapping or
+    /// handle goes, so the fabric may keep serving (a retired) region after this fragment
+    /// is dropped. The one rule for the holder: register it for remote READ only and never
+    /// write through it, since this fragment is the single writer.
+    pub fn export_fd(&self) -> std::io::Result<std::fs::File> {
+        self.region.export_file()
+    }
+
+    /// Mark the region retired: a compaction or split has replaced it. The node calls this
+    /// on the old fragment before any write goes to its replacement, so a remote reader
+    /// holding a stale descriptor sees the marker (it reads the header after the index)
+    /// and refreshes instead of returning a value that may since have been overwritten.
+    /// Writes to a retired fragment are refused. Never undone.
+    pub fn retire(&self) {
+        self.region
+            .store_release_u32(header::STATE, layout::STATE_RETIRED);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.region.load_acquire_u32(header::STATE) == layout::STATE_RETIRED
     }
 
     /// The log as far as it is written: decoding never reads past the tail.
@@ -222,8 +252,8 @@ impl Fragment {
     }
 
     fn probe(&self, key: &[u8], hash: u64) -> Result<Probe, StoreError> {
-        let tag = (hash >> 48) as u16;
-        let mut bucket = hash as usize & self.bucket_mask;
+        let tag = layout::hash_tag(hash);
+        let mut bucket = layout::home_bucket(hash, self.bucket_mask + 1);
         for _ in 0..=self.bucket_mask {
             for s in 0..layout::SLOTS_PER_BUCKET {
                 let pos = self.slot_pos(bucket, s);
@@ -283,6 +313,10 @@ impl Fragment {
         if key.len() > layout::MAX_KEY_LEN {
             return Err(StoreError::KeyTooLong);
         }
+        if self.is_retired() {
+            // The replacement region is authoritative; this write would be lost.
+            return Err(StoreError::Retired);
+        }
         let hash = layout::key_hash(key);
         let probe = self.probe(key, hash)?;
         let len = layout::record_len(key.len(), value.len(), expire_at_ms.is_some());
@@ -319,9 +353,8 @@ impl Fragment {
         self.tail += len;
         self.region
             .store_release(header::LOG_TAIL, self.tail as u64);
-        let tag = (hash >> 48) as u16;
         self.region
-            .store_release(slot_pos, layout::slot_value(tag, offset));
+            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
         if flags & layout::FLAG_TOMBSTONE == 0 {
             self.live_keys += 1;
             self.live_bytes += len;
@@ -460,7 +493,7 @@ impl Fragment {
         self.region
             .store_release(header::LOG_TAIL, self.tail as u64);
         self.region
-            .store_release(slot_pos, layout::slot_value((hash >> 48) as u16, offset));
+            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
         self.used_slots += 1;
         self.live_keys += 1;
         self.live_bytes += bytes.len();
@@ -648,6 +681,51 @@ mod tests {
             assert!(k >= at);
         }
         assert!(lo.get(b"key:000001", 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn retire_sets_the_header_state_and_refuses_writes() {
+        let mut f = frag(1 << 20);
+        f.put(b"a", b"1", None).unwrap();
+        let h = layout::decode_header(f.region().bytes()).unwrap();
+        assert_eq!(h.state, layout::STATE_LIVE);
+        assert_eq!(h.layout_version, layout::LAYOUT_VERSION);
+        assert!(!f.is_retired());
+        let c = f.compact(1 << 20, 0, 0, false).unwrap();
+        f.retire();
+        assert!(f.is_retired());
+        let h = layout::decode_header(f.region().bytes()).unwrap();
+        assert_eq!(h.state, layout::STATE_RETIRED);
+        assert_eq!(
+            h.layout_version,
+            layout::LAYOUT_VERSION,
+            "neighbour untouched"
+        );
+        assert!(matches!(f.put(b"a", b"2", None), Err(StoreError::Retired)));
+        assert!(matches!(f.delete(b"a", 0), Err(StoreError::Retired)));
+        assert_eq!(
+            f.get(b"a", 0).unwrap().unwrap().value,
+            b"1",
+            "still readable"
+        );
+        assert!(!c.is_retired(), "the copy is live");
+    }
+
+    #[test]
+    fn export_fd_maps_the_same_pages() {
+        use std::os::unix::fs::FileExt;
+        let mut f = frag(1 << 20);
+        let file = f.export_fd().unwrap();
+        f.put(b"k", b"value", None).unwrap();
+        let mut head = [0u8; layout::HEADER_LEN];
+        file.read_exact_at(&mut head, 0).unwrap();
+        let h = layout::decode_header(&head).unwrap();
+        assert_eq!(h.magic, layout::MAGIC);
+        assert_eq!(h.log_tail as usize, f.used_bytes());
+        let start = layout::log_start(f.geometry().buckets);
+        let mut rec = vec![0u8; f.used_bytes() - start];
+        file.read_exact_at(&mut rec, start as u64).unwrap();
+        assert_eq!(layout::decode_record(&rec, 0).unwrap().value, b"value");
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! Byte layout of a region: `header | index | log`. Documented byte by byte in
 //! `docs/layout.md`; this file is the single source of truth for the offsets.
 //!
-//! Everything is little-endian. Only two words are ever written concurrently with a
+//! Everything is little-endian. Only three fields are ever written concurrently with a
 //! reader (a one-sided remote READ or a crash-surviving mapping): the header's log tail
-//! and the index slots, each published by one 8-byte release store.
+//! and the index slots, each published by one 8-byte release store, and the header's
+//! state, set once (live → retired) by one 4-byte release store.
+//!
+//! The decoders here take plain byte slices so that the local path (the mapping) and the
+//! remote path (bytes a peer returned over the fabric) share them; they treat their input
+//! as hostile: they never panic and never index out of bounds.
 
 /// `b"AUGURRG1"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"AUGURRG1");
@@ -14,12 +19,50 @@ pub const HEADER_LEN: usize = 64;
 pub mod header {
     pub const MAGIC: usize = 0; // u64
     pub const LAYOUT_VERSION: usize = 8; // u32
+    pub const STATE: usize = 12; // u32, STATE_LIVE or STATE_RETIRED
     pub const FRAGMENT_ID: usize = 16; // u64
     pub const EPOCH: usize = 24; // u64
     pub const LOG_TAIL: usize = 32; // u64, absolute offset of the first free log byte
     pub const BUCKET_COUNT: usize = 40; // u64, a power of two
     pub const REGION_LEN: usize = 48; // u64
     pub const GENERATION: usize = 56; // u64, bumped by every compaction/split copy
+}
+
+/// The region holds the fragment's current data.
+pub const STATE_LIVE: u32 = 0;
+/// A compaction or split replaced this region: its contents may be stale. Set before
+/// any write goes to the replacement, never cleared.
+pub const STATE_RETIRED: u32 = 1;
+
+/// The header's fields, decoded from its 64 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView {
+    pub magic: u64,
+    pub layout_version: u32,
+    pub state: u32,
+    pub fragment_id: u64,
+    pub epoch: u64,
+    pub log_tail: u64,
+    pub bucket_count: u64,
+    pub region_len: u64,
+    pub generation: u64,
+}
+
+/// Decode a header from the first 64 bytes of `bytes`; None if there are fewer. No
+/// field is validated: that is the caller's business (it knows what it expects).
+pub fn decode_header(bytes: &[u8]) -> Option<HeaderView> {
+    let b = bytes.get(..HEADER_LEN)?;
+    Some(HeaderView {
+        magic: u64_at(b, header::MAGIC),
+        layout_version: u32_at(b, header::LAYOUT_VERSION),
+        state: u32_at(b, header::STATE),
+        fragment_id: u64_at(b, header::FRAGMENT_ID),
+        epoch: u64_at(b, header::EPOCH),
+        log_tail: u64_at(b, header::LOG_TAIL),
+        bucket_count: u64_at(b, header::BUCKET_COUNT),
+        region_len: u64_at(b, header::REGION_LEN),
+        generation: u64_at(b, header::GENERATION),
+    })
 }
 
 /// One bucket is one 64-byte cache line of eight 8-byte slots.
@@ -30,6 +73,21 @@ pub const OFFSET_MASK: u64 = (1 << 48) - 1;
 
 pub fn log_start(bucket_count: usize) -> usize {
     HEADER_LEN + bucket_count * BUCKET_LEN
+}
+
+/// Absolute offset of bucket `bucket`.
+pub fn bucket_offset(bucket: usize) -> usize {
+    HEADER_LEN + bucket * BUCKET_LEN
+}
+
+/// The bucket a key's probe starts at; `bucket_count` is a power of two.
+pub fn home_bucket(hash: u64, bucket_count: usize) -> usize {
+    hash as usize & (bucket_count - 1)
+}
+
+/// The tag stored in a slot for a key of this hash: its top 16 bits.
+pub fn hash_tag(hash: u64) -> u16 {
+    (hash >> 48) as u16
 }
 
 pub fn slot_value(tag: u16, offset: usize) -> u64 {
@@ -91,6 +149,11 @@ pub struct RecordView<'a> {
 }
 
 impl RecordView<'_> {
+    /// Where the value starts, relative to the record's first byte.
+    pub fn value_start(&self) -> usize {
+        RECORD_HEADER_LEN + if self.expire_at_ms.is_some() { 8 } else { 0 } + self.key.len()
+    }
+
     pub fn is_tombstone(&self) -> bool {
         self.flags & FLAG_TOMBSTONE != 0
     }
@@ -125,48 +188,69 @@ pub fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Decode and verify the record starting at `offset` of `bytes`, which must end where
-/// valid data ends (the log tail). Never panics on garbage.
-pub fn decode_record(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, RecordError> {
-    let head_end = offset
+/// The fixed fields of a record, checked for consistency with each other (flags known,
+/// `len` equal to the padded size the lengths and flags imply) but not yet against the
+/// bytes that follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub len: usize,
+    pub crc: u32,
+    pub version: u64,
+    pub key_len: usize,
+    pub flags: u16,
+    pub value_len: usize,
+}
+
+/// Decode the 24-byte head of the record at `offset` of `bytes`. A remote reader uses
+/// it to learn a record's length from a speculative first READ before fetching the rest.
+pub fn decode_record_head(bytes: &[u8], offset: usize) -> Result<RecordHead, RecordError> {
+    let head = offset
         .checked_add(RECORD_HEADER_LEN)
+        .and_then(|end| bytes.get(offset..end))
         .ok_or(RecordError::OutOfBounds(offset))?;
-    if head_end > bytes.len() {
-        return Err(RecordError::OutOfBounds(offset));
-    }
-    let len = u32_at(bytes, offset + record::LEN) as usize;
-    let crc = u32_at(bytes, offset + record::CRC);
-    let version = u64_at(bytes, offset + record::VERSION);
-    let key_len = u16_at(bytes, offset + record::KEY_LEN) as usize;
-    let flags = u16_at(bytes, offset + record::FLAGS);
-    let value_len = u32_at(bytes, offset + record::VALUE_LEN) as usize;
+    let len = u32_at(head, record::LEN) as usize;
+    let key_len = u16_at(head, record::KEY_LEN) as usize;
+    let flags = u16_at(head, record::FLAGS);
+    let value_len = u32_at(head, record::VALUE_LEN) as usize;
     if flags & !KNOWN_FLAGS != 0 {
         return Err(RecordError::BadFlags(offset));
     }
-    let expires = flags & FLAG_EXPIRES != 0;
-    if len != record_len(key_len, value_len, expires) {
+    if len != record_len(key_len, value_len, flags & FLAG_EXPIRES != 0) {
         return Err(RecordError::BadLength(offset));
     }
-    let end = offset
-        .checked_add(len)
+    Ok(RecordHead {
+        len,
+        crc: u32_at(head, record::CRC),
+        version: u64_at(head, record::VERSION),
+        key_len,
+        flags,
+        value_len,
+    })
+}
+
+/// Decode and verify the record starting at `offset` of `bytes`, which must end where
+/// valid data ends (the log tail). Never panics on garbage.
+pub fn decode_record(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, RecordError> {
+    let head = decode_record_head(bytes, offset)?;
+    let record = offset
+        .checked_add(head.len)
+        .and_then(|end| bytes.get(offset..end))
         .ok_or(RecordError::OutOfBounds(offset))?;
-    if end > bytes.len() {
-        return Err(RecordError::OutOfBounds(offset));
-    }
-    let body_start = offset + RECORD_HEADER_LEN;
-    let key_start = body_start + if expires { 8 } else { 0 };
-    let value_start = key_start + key_len;
-    let unpadded_end = value_start + value_len;
-    if crc32c::crc32c(&bytes[offset + record::VERSION..unpadded_end]) != crc {
+    // In bounds: `len` equals the padded size of exactly these parts.
+    let expires = head.flags & FLAG_EXPIRES != 0;
+    let key_start = RECORD_HEADER_LEN + if expires { 8 } else { 0 };
+    let value_start = key_start + head.key_len;
+    let unpadded_end = value_start + head.value_len;
+    if crc32c::crc32c(&record[record::VERSION..unpadded_end]) != head.crc {
         return Err(RecordError::BadCrc(offset));
     }
     Ok(RecordView {
-        len,
-        version,
-        flags,
-        expire_at_ms: expires.then(|| u64_at(bytes, body_start)),
-        key: &bytes[key_start..value_start],
-        value: &bytes[value_start..unpadded_end],
+        len: head.len,
+        version: head.version,
+        flags: head.flags,
+        expire_at_ms: expires.then(|| u64_at(record, RECORD_HEADER_LEN)),
+        key: &record[key_start..value_start],
+        value: &record[value_start..unpadded_end],
     })
 }
 
@@ -236,5 +320,54 @@ mod tests {
             decode_record(&buf[..buf.len() - 8], 0),
             Err(RecordError::OutOfBounds(0))
         ));
+    }
+
+    #[test]
+    fn value_start_points_at_the_value() {
+        for expiry in [None, Some(9)] {
+            let mut buf = vec![0u8; record_len(3, 4, expiry.is_some())];
+            encode_record(&mut buf, 1, 0, expiry, b"key", b"vvvv");
+            let r = decode_record(&buf, 0).expect("valid record");
+            assert_eq!(&buf[r.value_start()..r.value_start() + 4], b"vvvv");
+        }
+    }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+            /// Bytes from a peer or a damaged region: decoding returns, never panics,
+            /// and whatever it accepts lies inside the input and passes its crc.
+            #[test]
+            fn decoders_never_panic_on_garbage(
+                mut bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                offset in 0usize..700,
+                len_hint in any::<u32>(),
+                small_lengths in any::<bool>(),
+            ) {
+                if small_lengths && bytes.len() >= offset.saturating_add(RECORD_HEADER_LEN) {
+                    // Make the length fields plausible so that the crc path is reached too.
+                    let key_len = (len_hint % 64) as usize;
+                    let value_len = (len_hint as usize >> 8) % 256;
+                    let len = record_len(key_len, value_len, false) as u32;
+                    bytes[offset..offset + 4].copy_from_slice(&len.to_le_bytes());
+                    bytes[offset + 16..offset + 18].copy_from_slice(&(key_len as u16).to_le_bytes());
+                    bytes[offset + 18..offset + 20].copy_from_slice(&0u16.to_le_bytes());
+                    bytes[offset + 20..offset + 24].copy_from_slice(&(value_len as u32).to_le_bytes());
+                }
+                let _ = decode_header(&bytes);
+                let _ = decode_record_head(&bytes, offset);
+                if let Ok(r) = decode_record(&bytes, offset) {
+                    prop_assert!(offset + r.len <= bytes.len());
+                    let start = offset + record::VERSION;
+                    let end = offset + r.value_start() + r.value.len();
+                    let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap());
+                    prop_assert_eq!(crc32c::crc32c(&bytes[start..end]), crc);
+                }
+                let _ = decode_record(&bytes, usize::MAX - 3);
+            }
+        }
     }
 }

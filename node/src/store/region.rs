@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -48,17 +48,31 @@ impl Region {
 
     fn create_with(len: usize, extra_flags: libc::c_uint) -> std::io::Result<Region> {
         let name = c"augur-region";
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | extra_flags;
         // SAFETY: `name` is a valid NUL-terminated string; flags are valid memfd flags.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | extra_flags) };
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(len as u64)?;
-        // SAFETY: the memfd is private to this process (never named, never passed out
-        // while mapped writable by anyone else), so nothing truncates or rewrites it
-        // behind the mapping's back.
+        // The size is final: sealed, no handle to the memfd (see `export_file`) can
+        // truncate it under a mapping, which would turn its accesses into SIGBUS.
+        // SAFETY: a valid fd and valid seal flags; fcntl touches no memory of ours.
+        let sealed = unsafe {
+            libc::fcntl(
+                file.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            )
+        };
+        if sealed != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the memfd is anonymous and its size is sealed, so nothing truncates it
+        // behind the mapping's back; its bytes are written only through this mapping
+        // (the second mapping `export_file` allows is registered for remote READ only).
         let map = unsafe { MmapOptions::new().len(len).map_mut(&file)? };
         Ok(Region {
             map,
@@ -84,6 +98,15 @@ impl Region {
         self.file.as_raw_fd()
     }
 
+    /// A second handle (dup) of the memfd, so that the fabric can map the same pages again
+    /// and register that mapping for one-sided READs. Both mappings are `MAP_SHARED` views
+    /// of one set of shmem pages, so a remote reader sees every store made here, in the
+    /// order the release stores publish it. The size seal keeps the other handle from
+    /// truncating the file under this mapping.
+    pub fn export_file(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
         self.map.as_ptr()
     }
@@ -104,6 +127,25 @@ impl Region {
         // Concurrent access to these words by remote readers is exactly why they
         // are accessed atomically.
         unsafe { AtomicU64::from_ptr(self.map.as_ptr().add(offset) as *mut u64) }
+    }
+
+    fn half_word(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len());
+        // SAFETY: as for `word`: page-aligned mapping, 4-aligned in-bounds offset
+        // (asserted), borrow bounded by the mapping's lifetime.
+        unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(offset) as *mut u32) }
+    }
+
+    /// Read a published 4-byte field (the header state).
+    pub fn load_acquire_u32(&self, offset: usize) -> u32 {
+        self.half_word(offset).load(Ordering::Acquire)
+    }
+
+    /// Publish a 4-byte field that may change while the region is shared (the header
+    /// state, set once by `Fragment::retire`); `&self` because it is set on a fragment
+    /// that readers may still be holding.
+    pub fn store_release_u32(&self, offset: usize, value: u32) {
+        self.half_word(offset).store(value, Ordering::Release)
     }
 
     /// Read a published word (an index slot or the log tail).
@@ -130,6 +172,21 @@ mod tests {
         r.store_release(64, 0xdead_beef);
         assert_eq!(r.load_acquire(64), 0xdead_beef);
         assert_eq!(r.bytes()[100], 7);
+    }
+
+    #[test]
+    fn exported_file_sees_the_same_pages_and_cannot_resize() {
+        let mut r = Region::create(1 << 16, false).expect("memfd region");
+        let file = r.export_file().expect("dup");
+        r.bytes_mut()[4096] = 42;
+        r.store_release_u32(12, 1);
+        let mut seen = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut seen, 4096).expect("pread");
+        assert_eq!(seen, [42]);
+        assert_eq!(r.load_acquire_u32(12), 1);
+        assert!(file.set_len(4096).is_err(), "shrink must be sealed");
+        assert!(file.set_len(1 << 20).is_err(), "grow must be sealed");
+        assert_eq!(file.metadata().expect("stat").len(), 1 << 16);
     }
 
     #[test]
