@@ -17,6 +17,7 @@ pub mod config;
 pub mod glob;
 pub mod metrics;
 pub mod node;
+pub mod ownership;
 pub mod resp;
 pub mod server;
 pub mod shard;
