@@ -262,7 +262,7 @@ pub enum TableError {
         /// Its state.
         state: FragmentState,
         /// The refused operation.
-        what: &'static str,
+        what: String,
     },
     /// A member still owns or receives fragments.
     #[error("node {node} still owns or receives fragment {fragment}")]
@@ -486,7 +486,7 @@ impl Table {
             return Err(TableError::NotStable {
                 fragment: id,
                 state: f.state.clone(),
-                what: "split",
+                what: "split".into(),
             });
         }
         if !(at > f.lo.as_slice() && f.hi.as_deref().is_none_or(|hi| at < hi)) {
@@ -536,7 +536,7 @@ impl Table {
                 return Err(TableError::NotStable {
                     fragment: f.id,
                     state: f.state.clone(),
-                    what: "merge",
+                    what: "merge".into(),
                 });
             }
         }
