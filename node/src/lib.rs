@@ -22,6 +22,7 @@ pub mod context;
 pub mod core;
 pub mod glob;
 pub mod node;
+pub mod ownership;
 pub mod resp;
 pub mod router;
 pub mod server;
