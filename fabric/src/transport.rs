@@ -158,6 +158,10 @@ pub struct FabricConfig {
     pub max_message: u32,
     /// TCP: largest chunk of a streamed read response.
     pub stream_chunk: u32,
+    /// TCP: one-sided requests (each READ, each WRITE frame) a peer may have outstanding on
+    /// one connection (1..=65536). Bounds what a peer can make the owner queue; a requester
+    /// waits for a free slot before sending more.
+    pub max_requests: u32,
     /// Verbs: device name (`None` = the first device, or `$IBV_DEVICE` if set).
     pub device: Option<String>,
     /// Verbs: port number (1-based).
@@ -186,6 +190,7 @@ impl FabricConfig {
             recv_depth: 64,
             max_message: 4096,
             stream_chunk: 1 << 20,
+            max_requests: 512,
             device: None,
             port: 1,
             gid_index: None,
@@ -214,6 +219,11 @@ impl FabricConfig {
         if self.stream_chunk < 4096 {
             return Err(Error::InvalidArgument(
                 "stream_chunk must be >= 4096".into(),
+            ));
+        }
+        if self.max_requests == 0 || self.max_requests > crate::wire::MAX_REQUESTS_LIMIT {
+            return Err(Error::InvalidArgument(
+                "max_requests must be 1..=65536".into(),
             ));
         }
         if self.sq_depth < 4 || self.max_wr_bytes < 4096 {
