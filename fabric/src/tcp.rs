@@ -384,6 +384,10 @@ impl Tx {
                     parts.push(IoSlice::new(p));
                 }
             }
+            if f.rest.is_some() {
+                // the next chunk of this read is not queued yet and must come next
+                break;
+            }
         }
         if parts.is_empty() {
             return Ok((0, 0));
