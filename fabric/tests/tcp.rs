@@ -306,19 +306,21 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// The ops of one `read_batch` are executed by the owner in submission order: op i's bytes
 /// are read from the region no later than op i+1's.
 ///
-/// A task on the owner's core keeps bumping a counter into two words, always B first, then
-/// A, yielding after each store, so at every instant A ≤ B. Each batch reads [a 4 MiB range
-/// ending with A, then B]: 64 chunks of 64 KiB for the first op, so the owner must yield
-/// (socket full) many times in the middle of it. Read in order, A is read before B, so
-/// a ≤ b; if B were read before (the end of) the first op, the writer would have moved A
-/// past the B that was read.
+/// A task on the owner's core keeps bumping a counter into words B, then A, then C,
+/// yielding after each store, so at every instant A ≤ B. Each batch reads [a 16 MiB range
+/// starting with C and ending with A, then B]: 256 chunks of 64 KiB for the first op, more
+/// than the socket buffers hold, so the owner must yield (socket full) in the middle of it.
+/// Read in order, A is read before B, so a ≤ b; if B were read before the end of the first
+/// op, the writer would have moved A past the B that was read. c < a shows that the writer
+/// did run while the first op was being served (the window where a reorder shows).
 #[test]
 fn read_batch_ops_execute_in_submission_order() {
     run(|| async {
         use augur_fabric::{Access, Connection, LocalMr, Op, Region};
         use std::cell::Cell;
         use std::rc::Rc;
-        const SPAN: u64 = 4 << 20;
+        const SPAN: u64 = 16 << 20;
+        const C: u64 = 0; // the first word of op 0
         const A: u64 = SPAN - 8; // the last word of op 0
         const B: u64 = SPAN; // op 1
         let (a, b) = transports();
@@ -341,13 +343,14 @@ fn read_batch_ops_execute_in_submission_order() {
                     futures_lite::future::yield_now().await;
                     remote.write_at(A, &c.to_le_bytes()).expect("store A");
                     futures_lite::future::yield_now().await;
+                    remote.write_at(C, &c.to_le_bytes()).expect("store C");
+                    futures_lite::future::yield_now().await;
                 }
             })
         };
         let word = |off: u64| u64::from_le_bytes(bytes(&local, off, 8).try_into().expect("8"));
-        let mut moved_during_batch = 0;
-        for round in 0..20 {
-            let before = counter.get();
+        let mut moved_during_op0 = 0;
+        for round in 0..8 {
             let ops = [
                 Op {
                     remote: desc,
@@ -365,21 +368,21 @@ fn read_batch_ops_execute_in_submission_order() {
                 },
             ];
             ca.read_batch(&ops).await.expect("batch");
-            let (wa, wb) = (word(A), word(SPAN));
+            let (wc, wa, wb) = (word(C), word(A), word(SPAN));
             assert!(
                 wa <= wb,
                 "round {round}: A = {wa} read after B = {wb}: op 1 was executed before op 0"
             );
-            // the writer must really have run while the batch was being served
-            if wb > before + 2 {
-                moved_during_batch += 1;
+            if wc < wa {
+                moved_during_op0 += 1;
             }
         }
         stop.set(true);
         bumper.await;
+        // the writer must really have run while op 0 was being served
         assert!(
-            moved_during_batch >= 10,
-            "the writer ran during only {moved_during_batch} of 20 batches: the test proves nothing"
+            moved_during_op0 >= 4,
+            "the writer ran during op 0 in only {moved_during_op0} of 8 batches: the test proves nothing"
         );
     });
 }
