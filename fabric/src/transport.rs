@@ -307,6 +307,19 @@ pub trait Connection {
 
     /// Many READs issued together (one doorbell on verbs, one socket write on TCP);
     /// completes when all have; fails with the first error.
+    ///
+    /// **Order.** The owner executes the ops of one call in submission order: op `i`'s
+    /// bytes are read from the owner's region no later than op `i + 1`'s (e.g. read an index
+    /// bucket, then a header word, and know the word was read after the bucket). TCP: the
+    /// owner answers the READs of a connection strictly in arrival order from one send
+    /// queue, the bytes copied by the kernel from the region when sent, the whole of op
+    /// `i` (all its chunks) before op `i + 1`; a call larger than the peer's window
+    /// (`max_requests`) is sent in portions, still in order. Verbs: the ops are RDMA READs
+    /// posted in order on one RC QP, and a responder executes the READs of an RC QP in
+    /// order. Nothing more is promised: the bytes *within* one op are not read atomically
+    /// (the owner may change them meanwhile), ops of different calls (or tasks) are not
+    /// ordered with each other, and a READ is not ordered with a later WRITE of the same
+    /// caller until the READ has completed (as with verbs without a fence).
     async fn read_batch(&self, ops: &[Op<'_, Self::Mr>]) -> Result<()>;
 
     /// Many WRITEs issued together.
