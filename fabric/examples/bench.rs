@@ -251,8 +251,8 @@ where
         let rmr = b
             .register(&remote, Access::READ_WRITE)
             .unwrap_or_else(|e| die(&e.to_string()));
-        let local = Region::new("bench-local", region_len as usize)
-            .unwrap_or_else(|e| die(&e.to_string()));
+        let local =
+            Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
         // touch every page once, as a long-lived region would be (no first-touch faults in
         // the measurement; verbs registration pins and faults pages in anyway)
         local
@@ -291,7 +291,7 @@ where
 struct Plain {
     c: glommio::net::TcpStream,
     buf: Vec<u8>,
-    server: glommio::task::JoinHandle<()>,
+    server: glommio::Task<()>,
 }
 
 impl Plain {
@@ -322,8 +322,7 @@ impl Plain {
                     }
                 }
             }
-        })
-        .detach();
+        });
         let c = glommio::net::TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| die(&e.to_string()));
@@ -374,8 +373,9 @@ impl Plain {
     }
 
     async fn finish(self) {
+        // the server ends when the connection does
         drop(self.c);
-        let _ = self.server.cancel();
+        self.server.await;
     }
 }
 

@@ -768,6 +768,16 @@ impl CInner {
     }
 }
 
+impl Drop for CInner {
+    fn drop(&mut self) {
+        // the parked writer task holds a clone of the socket: let it see that the
+        // connection is gone and end (else the socket would outlive every handle)
+        if let Some(w) = self.tx.get_mut().writer.take() {
+            w.wake();
+        }
+    }
+}
+
 /// The unsent rest of the front frame, owned (it is written across an await).
 enum Piece {
     Head(Vec<u8>),
