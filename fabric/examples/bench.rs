@@ -8,6 +8,15 @@
 //!   --bytes N        bytes per bandwidth point (iterations = N / size, clamped to 100..20000,
 //!                    as ci/bench-fabric runs perftest; default 64 MiB)
 //!   --dev-a rxe0 --dev-b rxe1      verbs devices (reader, owner)
+//!   --repeat R       R rounds, interleaving the backends size by size (alternating which
+//!                    goes first); prints every round (`SAMPLE`), then medians with min/max
+//! ```
+//! After the `RESULT` lines (medians over the rounds) come `RATIO tcp/plain` lines: the
+//! median over rounds of the per-round ratio of TCP-backend to plain-TCP bandwidth and p50
+//! latency, measured in the same run. Plain TCP is a request/response exchange on one
+//! loopback connection: bandwidth = one request for `count` responses of `size` bytes,
+//! latency = one 16-byte request, one `size`-byte response.
+//! ```text
 //! bench zerocopy-serve --size N [--port P] [--verbs|--tcp]   owner of the source region
 //! bench zerocopy-pull  --size N --addr HOST:PORT [--verbs|--tcp]
 //! ```
@@ -38,6 +47,7 @@ struct Args {
     port: u16,
     addr: Option<SocketAddr>,
     verbs: bool,
+    repeat: usize,
 }
 
 fn parse() -> Args {
@@ -51,6 +61,7 @@ fn parse() -> Args {
         port: 18700,
         addr: None,
         verbs: cfg!(feature = "verbs"),
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
@@ -71,6 +82,13 @@ fn parse() -> Args {
             "--size" => a.size = val().parse().unwrap_or_else(|_| die("bad --size")),
             "--port" => a.port = val().parse().unwrap_or_else(|_| die("bad --port")),
             "--addr" => a.addr = Some(val().parse().unwrap_or_else(|_| die("bad --addr"))),
+            "--repeat" => {
+                a.repeat = val()
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .unwrap_or_else(|| die("bad --repeat"))
+            }
             "--verbs" => a.verbs = true,
             "--tcp" => a.verbs = false,
             w => a.what.push(w.to_string()),
@@ -194,82 +212,134 @@ async fn lat<T: Transport>(
     )
 }
 
-async fn one_sided<T: Transport>(name: &str, a: T, b: T, args: &Args)
+/// One measured point: bandwidth and latency percentiles of one op at one size.
+#[derive(Clone, Copy)]
+struct Sample {
+    bw: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// A connected fabric backend with a registered remote and local region.
+struct OneSided<T: Transport> {
+    name: &'static str,
+    ca: Rc<T::Conn>,
+    lmr: Rc<T::Mr>,
+    desc: RemoteRegion,
+    // kept alive for the run
+    _cb: T::Conn,
+    _rmr: T::Mr,
+    _transports: (T, T),
+}
+
+impl<T: Transport> OneSided<T>
 where
     T::Conn: 'static,
     T::Mr: 'static,
 {
-    let (ca, cb) = futures_lite::future::zip(a.connect(b.local_addr()), b.accept()).await;
-    let ca = Rc::new(ca.unwrap_or_else(|e| die(&format!("{name}: connect: {e}"))));
-    let _cb = cb.unwrap_or_else(|e| die(&format!("{name}: accept: {e}")));
-    let max = *args.sizes.iter().max().unwrap_or(&(4 << 20));
-    let region_len = (max * 8).max(args.bytes.min(64 << 20));
-    let remote =
-        Region::new("bench-remote", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
-    remote
-        .fill(0, region_len, 0xA5)
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let rmr = b
-        .register(&remote, Access::READ_WRITE)
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let local =
-        Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
-    // touch every page once, as a long-lived region would be (no first-touch faults in the
-    // measurement; verbs registration pins and faults pages in anyway)
-    local
-        .fill(0, region_len, 0)
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let lmr = Rc::new(
-        a.register(&local, Access::LOCAL)
-            .unwrap_or_else(|e| die(&e.to_string())),
-    );
-    let desc = rmr.descriptor();
-    for &size in &args.sizes {
-        for (op, read) in [("read", true), ("write", false)] {
-            let b_mbps = bw::<T>(&ca, &lmr, desc, size, args.bytes, read).await;
-            let (p50, p99) = lat::<T>(&ca, &lmr, desc, size, read).await;
-            println!(
-                "RESULT {name} {op} {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}"
-            );
+    async fn setup(name: &'static str, a: T, b: T, args: &Args) -> Self {
+        let (ca, cb) = futures_lite::future::zip(a.connect(b.local_addr()), b.accept()).await;
+        let ca = Rc::new(ca.unwrap_or_else(|e| die(&format!("{name}: connect: {e}"))));
+        let cb = cb.unwrap_or_else(|e| die(&format!("{name}: accept: {e}")));
+        let max = *args.sizes.iter().max().unwrap_or(&(4 << 20));
+        let region_len = (max * 8).max(args.bytes.min(64 << 20));
+        let remote = Region::new("bench-remote", region_len as usize)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        remote
+            .fill(0, region_len, 0xA5)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        let rmr = b
+            .register(&remote, Access::READ_WRITE)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        let local =
+            Region::new("bench-local", region_len as usize).unwrap_or_else(|e| die(&e.to_string()));
+        // touch every page once, as a long-lived region would be (no first-touch faults in
+        // the measurement; verbs registration pins and faults pages in anyway)
+        local
+            .fill(0, region_len, 0)
+            .unwrap_or_else(|e| die(&e.to_string()));
+        let lmr = Rc::new(
+            a.register(&local, Access::LOCAL)
+                .unwrap_or_else(|e| die(&e.to_string())),
+        );
+        OneSided {
+            name,
+            ca,
+            lmr,
+            desc: rmr.descriptor(),
+            _cb: cb,
+            _rmr: rmr,
+            _transports: (a, b),
         }
+    }
+
+    /// READ then WRITE at one size.
+    async fn point(&self, size: u64, bytes: u64) -> Vec<(&'static str, Sample)> {
+        let mut out = Vec::new();
+        for (op, read) in [("read", true), ("write", false)] {
+            let bw = bw::<T>(&self.ca, &self.lmr, self.desc, size, bytes, read).await;
+            let (p50, p99) = lat::<T>(&self.ca, &self.lmr, self.desc, size, read).await;
+            out.push((op, Sample { bw, p50, p99 }));
+        }
+        out
     }
 }
 
-/// Plain TCP loopback, no fabric: a server streams/answers from a buffer.
-async fn plain(args: &Args) {
-    let listener = glommio::net::TcpListener::bind(lo()).unwrap_or_else(|e| die(&e.to_string()));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let server = glommio::spawn_local(async move {
-        let mut s = listener
-            .accept()
-            .await
+/// Plain TCP loopback, no fabric: a server streams/answers from a buffer. Bandwidth: one
+/// 16-byte request asks for `count` responses of `size` bytes; latency: one request, one
+/// response of `size` bytes, in turn.
+struct Plain {
+    c: glommio::net::TcpStream,
+    buf: Vec<u8>,
+    server: glommio::Task<()>,
+}
+
+impl Plain {
+    async fn setup() -> Plain {
+        let listener =
+            glommio::net::TcpListener::bind(lo()).unwrap_or_else(|e| die(&e.to_string()));
+        let addr = listener
+            .local_addr()
             .unwrap_or_else(|e| die(&e.to_string()));
-        let _ = s.set_nodelay(true);
-        let mut buf = vec![0xA5u8; 4 << 20];
-        let mut req = [0u8; 16];
-        // request: size u64, count u64 -> count responses of size bytes
-        while s.read_exact(&mut req).await.is_ok() {
-            let size = u64::from_le_bytes(req[..8].try_into().unwrap_or([0; 8])) as usize;
-            let count = u64::from_le_bytes(req[8..].try_into().unwrap_or([0; 8]));
-            if size > buf.len() {
-                buf.resize(size, 0xA5);
-            }
-            for _ in 0..count {
-                if s.write_all(&buf[..size]).await.is_err() {
-                    return;
+        let server = glommio::spawn_local(async move {
+            let mut s = listener
+                .accept()
+                .await
+                .unwrap_or_else(|e| die(&e.to_string()));
+            let _ = s.set_nodelay(true);
+            let mut buf = vec![0xA5u8; 4 << 20];
+            let mut req = [0u8; 16];
+            // request: size u64, count u64 -> count responses of size bytes
+            while s.read_exact(&mut req).await.is_ok() {
+                let size = u64::from_le_bytes(req[..8].try_into().unwrap_or([0; 8])) as usize;
+                let count = u64::from_le_bytes(req[8..].try_into().unwrap_or([0; 8]));
+                if size > buf.len() {
+                    buf.resize(size, 0xA5);
+                }
+                for _ in 0..count {
+                    if s.write_all(&buf[..size]).await.is_err() {
+                        return;
+                    }
                 }
             }
+        });
+        let c = glommio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| die(&e.to_string()));
+        let _ = c.set_nodelay(true);
+        Plain {
+            c,
+            buf: vec![1u8; 4 << 20],
+            server,
         }
-    });
-    let mut c = glommio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| die(&e.to_string()));
-    let _ = c.set_nodelay(true);
-    let mut buf = vec![1u8; 4 << 20];
-    for &size in &args.sizes {
-        let count = (args.bytes / size).clamp(100, 20_000);
+    }
+
+    async fn point(&mut self, size: u64, bytes: u64) -> Sample {
+        let (c, buf) = (&mut self.c, &mut self.buf);
+        if size as usize > buf.len() {
+            buf.resize(size as usize, 1);
+        }
+        let count = (bytes / size).clamp(100, 20_000);
         let mut req = [0u8; 16];
         req[..8].copy_from_slice(&size.to_le_bytes());
         req[8..].copy_from_slice(&count.to_le_bytes());
@@ -282,7 +352,7 @@ async fn plain(args: &Args) {
                 .await
                 .unwrap_or_else(|e| die(&e.to_string()));
         }
-        let b_mbps = mbps(count * size, t.elapsed());
+        let bw = mbps(count * size, t.elapsed());
         let mut h = Histogram::<u64>::new(3).unwrap_or_else(|_| die("histogram"));
         req[8..].copy_from_slice(&1u64.to_le_bytes());
         for _ in 0..lat_iters(size) {
@@ -295,14 +365,81 @@ async fn plain(args: &Args) {
                 .unwrap_or_else(|e| die(&e.to_string()));
             let _ = h.record(t.elapsed().as_nanos() as u64);
         }
-        let (p50, p99) = (
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-        );
-        println!("RESULT plain read {size} bw_MBps={b_mbps:.2} p50_us={p50:.1} p99_us={p99:.1}");
+        Sample {
+            bw,
+            p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        }
     }
-    drop(c);
-    server.await;
+
+    async fn finish(self) {
+        // the server ends when the connection does
+        drop(self.c);
+        self.server.await;
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn spread(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
+/// Samples of every round, keyed by (backend, op, size), in round order.
+type Samples = std::collections::BTreeMap<(&'static str, &'static str, u64), Vec<Sample>>;
+
+/// Prints the RESULT lines (medians over rounds, with min..max when repeated) and the
+/// tcp/plain ratios (median over rounds of the per-round ratio: each round measures both
+/// back to back, so the pair shares the machine's state at that moment).
+fn report(samples: &Samples, repeat: usize) {
+    for ((name, op, size), v) in samples {
+        let mut bw: Vec<f64> = v.iter().map(|s| s.bw).collect();
+        let mut p50: Vec<f64> = v.iter().map(|s| s.p50).collect();
+        let mut p99: Vec<f64> = v.iter().map(|s| s.p99).collect();
+        let (bl, bh) = spread(&bw);
+        let (ll, lh) = spread(&p50);
+        let extra = if repeat > 1 {
+            format!(
+                " rounds={} bw_min={bl:.2} bw_max={bh:.2} p50_min={ll:.1} p50_max={lh:.1}",
+                v.len()
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "RESULT {name} {op} {size} bw_MBps={:.2} p50_us={:.1} p99_us={:.1}{extra}",
+            median(&mut bw),
+            median(&mut p50),
+            median(&mut p99)
+        );
+    }
+    for ((name, op, size), v) in samples {
+        if *name != "tcp" {
+            continue;
+        }
+        let Some(base) = samples.get(&("plain", "read", *size)) else {
+            continue;
+        };
+        let mut bw: Vec<f64> = v.iter().zip(base).map(|(f, p)| f.bw / p.bw).collect();
+        let mut p50: Vec<f64> = v.iter().zip(base).map(|(f, p)| f.p50 / p.p50).collect();
+        let (bl, bh) = spread(&bw);
+        let (ll, lh) = spread(&p50);
+        println!(
+            "RATIO tcp/plain {op} {size} bw={:.2} (min {bl:.2} max {bh:.2}) p50={:.2} (min {ll:.2} max {lh:.2}) rounds={}",
+            median(&mut bw),
+            median(&mut p50),
+            v.len()
+        );
+    }
 }
 
 #[cfg(feature = "verbs")]
@@ -495,18 +632,78 @@ fn main() {
                 _ => {}
             }
             #[cfg(feature = "verbs")]
-            if what("verbs") {
-                if let Some((a, b)) = verbs_transports(&args) {
-                    one_sided("verbs", a, b, &args).await;
+            let verbs = match what("verbs") {
+                true => match verbs_transports(&args) {
+                    Some((a, b)) => Some(OneSided::setup("verbs", a, b, &args).await),
+                    None => None,
+                },
+                false => None,
+            };
+            let tcp = match what("tcp") {
+                true => {
+                    let a =
+                        TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
+                    let b =
+                        TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
+                    Some(OneSided::setup("tcp", a, b, &args).await)
+                }
+                false => None,
+            };
+            let mut plain = match what("plain") {
+                true => Some(Plain::setup().await),
+                false => None,
+            };
+            let mut samples = Samples::new();
+            // Rounds interleave the backends size by size (alternating which goes first),
+            // so that a noisy moment of a shared machine hits both sides of a ratio.
+            for round in 0..args.repeat {
+                for &size in &args.sizes {
+                    let mut order = vec![0, 1, 2];
+                    if round % 2 == 1 {
+                        order.reverse();
+                    }
+                    for which in order {
+                        let got: Vec<(&'static str, &'static str, Sample)> = match which {
+                            #[cfg(feature = "verbs")]
+                            0 => match &verbs {
+                                Some(v) => v
+                                    .point(size, args.bytes)
+                                    .await
+                                    .into_iter()
+                                    .map(|(op, s)| (v.name, op, s))
+                                    .collect(),
+                                None => Vec::new(),
+                            },
+                            1 => match &tcp {
+                                Some(t) => t
+                                    .point(size, args.bytes)
+                                    .await
+                                    .into_iter()
+                                    .map(|(op, s)| (t.name, op, s))
+                                    .collect(),
+                                None => Vec::new(),
+                            },
+                            2 => match &mut plain {
+                                Some(p) => vec![("plain", "read", p.point(size, args.bytes).await)],
+                                None => Vec::new(),
+                            },
+                            _ => Vec::new(),
+                        };
+                        for (name, op, s) in got {
+                            if args.repeat > 1 {
+                                println!(
+                                    "SAMPLE round={round} {name} {op} {size} bw_MBps={:.2} p50_us={:.1} p99_us={:.1}",
+                                    s.bw, s.p50, s.p99
+                                );
+                            }
+                            samples.entry((name, op, size)).or_default().push(s);
+                        }
+                    }
                 }
             }
-            if what("tcp") {
-                let a = TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
-                let b = TcpTransport::bind(cfg(), lo()).unwrap_or_else(|e| die(&e.to_string()));
-                one_sided("tcp", a, b, &args).await;
-            }
-            if what("plain") {
-                plain(&args).await;
+            report(&samples, args.repeat);
+            if let Some(p) = plain {
+                p.finish().await;
             }
         })
         .unwrap_or_else(|e| die(&format!("executor: {e}")))

@@ -10,7 +10,7 @@
 //!   exchanged. Wire formats: `docs/protocol.md`.
 //!
 //! Both backends run on the caller's glommio executor (one per core): the TCP backend
-//! spawns its reader/responder tasks with `glommio::spawn_local`; the verbs backend polls
+//! spawns a reader and a writer task per connection with `glommio::spawn_local`; the verbs backend polls
 //! its completion queues from the futures of the operations themselves (busy-poll up to a
 //! budget, then yield), so it needs no reactor.
 //!

@@ -158,6 +158,10 @@ pub struct FabricConfig {
     pub max_message: u32,
     /// TCP: largest chunk of a streamed read response.
     pub stream_chunk: u32,
+    /// TCP: one-sided requests (each READ, each WRITE frame) a peer may have outstanding on
+    /// one connection (1..=65536). Bounds what a peer can make the owner queue; a requester
+    /// waits for a free slot before sending more.
+    pub max_requests: u32,
     /// Verbs: device name (`None` = the first device, or `$IBV_DEVICE` if set).
     pub device: Option<String>,
     /// Verbs: port number (1-based).
@@ -186,6 +190,7 @@ impl FabricConfig {
             recv_depth: 64,
             max_message: 4096,
             stream_chunk: 1 << 20,
+            max_requests: 512,
             device: None,
             port: 1,
             gid_index: None,
@@ -214,6 +219,11 @@ impl FabricConfig {
         if self.stream_chunk < 4096 {
             return Err(Error::InvalidArgument(
                 "stream_chunk must be >= 4096".into(),
+            ));
+        }
+        if self.max_requests == 0 || self.max_requests > crate::wire::MAX_REQUESTS_LIMIT {
+            return Err(Error::InvalidArgument(
+                "max_requests must be 1..=65536".into(),
             ));
         }
         if self.sq_depth < 4 || self.max_wr_bytes < 4096 {
@@ -297,6 +307,19 @@ pub trait Connection {
 
     /// Many READs issued together (one doorbell on verbs, one socket write on TCP);
     /// completes when all have; fails with the first error.
+    ///
+    /// **Order.** The owner executes the ops of one call in submission order: op `i`'s
+    /// bytes are read from the owner's region no later than op `i + 1`'s (e.g. read an index
+    /// bucket, then a header word, and know the word was read after the bucket). TCP: the
+    /// owner answers the READs of a connection strictly in arrival order from one send
+    /// queue, the bytes copied by the kernel from the region when sent, the whole of op
+    /// `i` (all its chunks) before op `i + 1`; a call larger than the peer's window
+    /// (`max_requests`) is sent in portions, still in order. Verbs: the ops are RDMA READs
+    /// posted in order on one RC QP, and a responder executes the READs of an RC QP in
+    /// order. Nothing more is promised: the bytes *within* one op are not read atomically
+    /// (the owner may change them meanwhile), ops of different calls (or tasks) are not
+    /// ordered with each other, and a READ is not ordered with a later WRITE of the same
+    /// caller until the READ has completed (as with verbs without a fence).
     async fn read_batch(&self, ops: &[Op<'_, Self::Mr>]) -> Result<()>;
 
     /// Many WRITEs issued together.

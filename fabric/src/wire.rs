@@ -93,17 +93,24 @@ pub struct Params {
     pub recv_depth: u32,
     /// Largest message the sender of these params accepts.
     pub max_message: u32,
+    /// One-sided requests (READ_REQ + WRITE_REQ frames) the sender of these params accepts
+    /// outstanding, i.e. sent and not yet answered (1..=65536); more is a protocol error.
+    pub max_requests: u32,
 }
+
+/// Largest `max_requests` a side may advertise.
+pub const MAX_REQUESTS_LIMIT: u32 = 65536;
 
 /// Encoded size of [`Params`].
 pub const PARAMS_LEN: usize = 16;
 
 impl Params {
-    /// Encodes: recv_depth u32, max_message u32, 8 reserved zero bytes.
+    /// Encodes: recv_depth u32, max_message u32, max_requests u32, 4 reserved zero bytes.
     pub fn encode(&self) -> [u8; PARAMS_LEN] {
         let mut b = [0u8; PARAMS_LEN];
         b[0..4].copy_from_slice(&self.recv_depth.to_le_bytes());
         b[4..8].copy_from_slice(&self.max_message.to_le_bytes());
+        b[8..12].copy_from_slice(&self.max_requests.to_le_bytes());
         b
     }
 
@@ -112,8 +119,16 @@ impl Params {
         let p = Params {
             recv_depth: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             max_message: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            max_requests: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
         };
+        if b[12..].iter().any(|&x| x != 0) {
+            return Err(Error::Protocol(
+                "reserved parameter bytes are not zero".into(),
+            ));
+        }
         if p.recv_depth == 0
+            || p.max_requests == 0
+            || p.max_requests > MAX_REQUESTS_LIMIT
             || p.recv_depth > 4096
             || p.max_message == 0
             || p.max_message > (1 << 20)
@@ -162,12 +177,22 @@ mod tests {
         let p = Params {
             recv_depth: 64,
             max_message: 4096,
+            max_requests: 512,
         };
         assert_eq!(Params::decode(&p.encode()).unwrap(), p);
         let bad = Params {
             recv_depth: 0,
             max_message: 4096,
+            max_requests: 512,
         };
         assert!(Params::decode(&bad.encode()).is_err());
+        let unbounded = Params {
+            max_requests: 0,
+            ..p
+        };
+        assert!(Params::decode(&unbounded.encode()).is_err());
+        let mut reserved = p.encode();
+        reserved[15] = 1;
+        assert!(Params::decode(&reserved).is_err());
     }
 }

@@ -290,3 +290,242 @@ fn auth_impostor_server() {
         );
     });
 }
+
+/// Polls `cond` until it holds or `limit` passes (yielding to the executor in between).
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// The ops of one `read_batch` are executed by the owner in submission order: op i's bytes
+/// are read from the region no later than op i+1's.
+///
+/// A task on the owner's core keeps bumping a counter into words B, then A, then C,
+/// yielding after each store, so at every instant A ≤ B. Each batch reads [a 16 MiB range
+/// starting with C and ending with A, then B]: 256 chunks of 64 KiB for the first op, more
+/// than the socket buffers hold, so the owner must yield (socket full) in the middle of it.
+/// Read in order, A is read before B, so a ≤ b; if B were read before the end of the first
+/// op, the writer would have moved A past the B that was read. c < a shows that the writer
+/// did run while the first op was being served (the window where a reorder shows).
+#[test]
+fn read_batch_ops_execute_in_submission_order() {
+    run(|| async {
+        use augur_fabric::{Access, Connection, LocalMr, Op, Region};
+        use std::cell::Cell;
+        use std::rc::Rc;
+        const SPAN: u64 = 16 << 20;
+        const C: u64 = 0; // the first word of op 0
+        const A: u64 = SPAN - 8; // the last word of op 0
+        const B: u64 = SPAN; // op 1
+        let (a, b) = transports();
+        let (ca, _cb) = pair(&a, &b).await;
+        let remote = Region::new("remote", SPAN as usize + 4096).expect("remote");
+        let rmr = b.register(&remote, Access::READ).expect("register");
+        let desc = rmr.descriptor();
+        let local = Region::new("local", SPAN as usize + 4096).expect("local");
+        let lmr = a.register(&local, Access::LOCAL).expect("register");
+
+        let counter = Rc::new(Cell::new(0u64));
+        let stop = Rc::new(Cell::new(false));
+        let bumper = {
+            let (remote, counter, stop) = (remote.clone(), counter.clone(), stop.clone());
+            glommio::spawn_local(async move {
+                while !stop.get() {
+                    let c = counter.get() + 1;
+                    counter.set(c);
+                    remote.write_at(B, &c.to_le_bytes()).expect("store B");
+                    futures_lite::future::yield_now().await;
+                    remote.write_at(A, &c.to_le_bytes()).expect("store A");
+                    futures_lite::future::yield_now().await;
+                    remote.write_at(C, &c.to_le_bytes()).expect("store C");
+                    futures_lite::future::yield_now().await;
+                }
+            })
+        };
+        let word = |off: u64| u64::from_le_bytes(bytes(&local, off, 8).try_into().expect("8"));
+        let mut moved_during_op0 = 0;
+        for round in 0..8 {
+            let ops = [
+                Op {
+                    remote: desc,
+                    remote_offset: 0,
+                    len: SPAN,
+                    local: &lmr,
+                    local_offset: 0,
+                },
+                Op {
+                    remote: desc,
+                    remote_offset: B,
+                    len: 8,
+                    local: &lmr,
+                    local_offset: SPAN,
+                },
+            ];
+            ca.read_batch(&ops).await.expect("batch");
+            let (wc, wa, wb) = (word(C), word(A), word(SPAN));
+            assert!(
+                wa <= wb,
+                "round {round}: A = {wa} read after B = {wb}: op 1 was executed before op 0"
+            );
+            if wc < wa {
+                moved_during_op0 += 1;
+            }
+        }
+        stop.set(true);
+        bumper.await;
+        // the writer must really have run while op 0 was being served
+        assert!(
+            moved_during_op0 >= 4,
+            "the writer ran during op 0 in only {moved_during_op0} of 8 batches: the test proves nothing"
+        );
+    });
+}
+
+/// A requester never has more than the owner's `max_requests` outstanding: batches far
+/// larger than the window, from several tasks at once, wait for slots and complete intact.
+#[test]
+fn batches_larger_than_the_request_window() {
+    run(|| async {
+        use augur_fabric::{Access, Connection, LocalMr, Op, Region};
+        use std::rc::Rc;
+        let lo = "127.0.0.1:0".parse().expect("addr");
+        let mut c = cfg(SECRET);
+        c.max_requests = 3;
+        let a = TcpTransport::bind(c.clone(), lo).expect("a");
+        let b = TcpTransport::bind(c, lo).expect("b");
+        let (ca, cb) = pair(&a, &b).await;
+        let remote = filled("remote", 1 << 20, 9);
+        let rmr = b.register(&remote, Access::READ_WRITE).expect("register");
+        let desc = rmr.descriptor();
+        let local = Region::new("local", 1 << 20).expect("local");
+        let lmr = Rc::new(a.register(&local, Access::LOCAL).expect("register"));
+        let ca = Rc::new(ca);
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let (ca, lmr) = (ca.clone(), lmr.clone());
+            tasks.push(glommio::spawn_local(async move {
+                // 100 reads of 64 B (a window of 3): each task its own 64 KiB quarter
+                let ops: Vec<Op<'_, _>> = (0..100u64)
+                    .map(|i| Op {
+                        remote: desc,
+                        remote_offset: t * (64 << 10) + i * 64,
+                        len: 64,
+                        local: &*lmr,
+                        local_offset: t * (64 << 10) + i * 64,
+                    })
+                    .collect();
+                ca.read_batch(&ops).await.expect("read batch");
+                // writes of 2 chunks each (stream_chunk is 64 KiB) through the same window
+                ca.write(&desc, (512 << 10) + t * 8, 8, &lmr, t * (64 << 10))
+                    .await
+                    .expect("write");
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        for t in 0..4u64 {
+            let off = t * (64 << 10);
+            assert_eq!(bytes(&local, off, 6400), bytes(&remote, off, 6400));
+            assert_eq!(
+                bytes(&remote, (512 << 10) + t * 8, 8),
+                bytes(&local, off, 8)
+            );
+        }
+        assert!(ca.failure().is_none() && cb.failure().is_none());
+    });
+}
+
+/// A peer that floods READ requests without reading the answers cannot make the owner
+/// queue more than `max_requests`: exactly the limit is served, one more cuts it off.
+#[test]
+fn read_flood_beyond_the_window_is_cut_off() {
+    run(|| async {
+        use augur_fabric::wire::{kind, Header, Params, HEADER_LEN, PARAMS_LEN};
+        use augur_fabric::{Access, Connection, LocalMr, Region};
+        const LIMIT: u32 = 4;
+        const LEN: u64 = 16 << 20; // more than the socket buffers hold: answers stay queued
+        let lo = "127.0.0.1:0".parse().expect("addr");
+        let mut c = cfg(SECRET);
+        c.max_requests = LIMIT;
+        let owner = TcpTransport::bind(c, lo).expect("owner");
+        let region = Region::new("remote", LEN as usize).expect("region");
+        let mr = owner.register(&region, Access::READ).expect("register");
+        let desc = mr.descriptor();
+        let addr = owner.local_addr();
+        let peer = glommio::spawn_local(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            auth::client(&mut s, SECRET, auth::backend::TCP)
+                .await
+                .expect("auth");
+            let ours = Params {
+                recv_depth: 4,
+                max_message: 4096,
+                max_requests: 4,
+            };
+            s.write_all(&ours.encode()).await.expect("params");
+            let mut pb = [0u8; PARAMS_LEN];
+            s.read_exact(&mut pb).await.expect("owner params");
+            assert_eq!(Params::decode(&pb).expect("params").max_requests, LIMIT);
+            let req = |id: u64| {
+                Header {
+                    kind: kind::READ_REQ,
+                    req_id: id,
+                    region_id: desc.region_id,
+                    rkey: desc.rkey,
+                    generation: desc.generation,
+                    offset: 0,
+                    len: LEN,
+                    ..Header::default()
+                }
+                .encode()
+            };
+            // exactly the limit, all answered in full
+            for id in 0..LIMIT as u64 {
+                s.write_all(&req(id)).await.expect("request");
+            }
+            let mut data = vec![0u8; 1 << 20];
+            let mut got = 0u64;
+            while got < LIMIT as u64 * LEN {
+                let mut hb = [0u8; HEADER_LEN];
+                s.read_exact(&mut hb).await.expect("header");
+                let h = Header::decode(&hb).expect("decode");
+                assert_eq!(h.kind, kind::READ_DATA);
+                let mut left = h.len;
+                while left > 0 {
+                    let k = left.min(data.len() as u64) as usize;
+                    s.read_exact(&mut data[..k]).await.expect("data");
+                    left -= k as u64;
+                }
+                got += h.len;
+            }
+            // one over the limit, nothing read meanwhile
+            for id in 100..101 + LIMIT as u64 {
+                if s.write_all(&req(id)).await.is_err() {
+                    break;
+                }
+            }
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            rest.len() as u64
+        });
+        let conn = owner.accept().await.expect("accept");
+        let after_flood = peer.await;
+        assert!(
+            after_flood < (LIMIT as u64 + 1) * LEN,
+            "the owner answered past its window ({after_flood} bytes)"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || conn.failure().is_some()).await,
+            "the owner must cut off a peer beyond its window"
+        );
+        let why = conn.failure().unwrap_or_default();
+        assert!(why.contains("window"), "{why}");
+    });
+}

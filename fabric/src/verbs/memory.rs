@@ -216,36 +216,28 @@ impl Region {
     }
 }
 
-/// One non-blocking `writev(2)` of `head` followed by `body` on a socket: a frame header and
-/// its payload (straight from a region's mapping) in one system call, without copying either
-/// into a buffer of ours. Returns the bytes written (possibly fewer than offered) or the
-/// error (`WouldBlock` when the socket buffer is full).
-pub(crate) fn try_writev(
+/// One non-blocking `sendmsg(2)` of all of `parts`, in order, on a socket: many frame
+/// headers and their payloads (straight from regions' mappings) in one system call, without
+/// copying any of them into a buffer of ours. The kernel copies the parts in order, so a
+/// payload earlier in `parts` is read from its mapping before a later one. Returns the bytes
+/// written (possibly fewer than offered) or the error (`WouldBlock` when the socket buffer
+/// is full).
+pub(crate) fn try_sendmsg(
     fd: std::os::fd::RawFd,
-    head: &[u8],
-    body: &[u8],
+    parts: &[std::io::IoSlice<'_>],
 ) -> std::io::Result<usize> {
-    let iov = [
-        libc::iovec {
-            iov_base: head.as_ptr() as *mut libc::c_void,
-            iov_len: head.len(),
-        },
-        libc::iovec {
-            iov_base: body.as_ptr() as *mut libc::c_void,
-            iov_len: body.len(),
-        },
-    ];
     let msg = libc::msghdr {
         msg_name: std::ptr::null_mut(),
         msg_namelen: 0,
-        msg_iov: iov.as_ptr() as *mut libc::iovec,
-        msg_iovlen: 2,
+        // `IoSlice` is ABI-compatible with `iovec` on Unix (documented by std).
+        msg_iov: parts.as_ptr() as *mut libc::iovec,
+        msg_iovlen: parts.len() as _,
         msg_control: std::ptr::null_mut(),
         msg_controllen: 0,
         msg_flags: 0,
     };
-    // SAFETY: both iovecs describe live slices for the duration of the call; the kernel only
-    // reads them; `fd` is a socket owned by the caller.
+    // SAFETY: the iovecs describe live slices borrowed for the duration of the call; the
+    // kernel only reads them; `fd` is a socket owned by the caller.
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(std::io::Error::last_os_error())
