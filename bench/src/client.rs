@@ -91,4 +91,3 @@ pub fn ping(addr: SocketAddr) -> anyhow::Result<()> {
     ensure!(&buf == b"+PONG\r\n", "unexpected PING reply");
     Ok(())
 }
-

@@ -591,7 +591,8 @@ fn measure_memory(kind: &ServerKind, opts: &Options, augur: &Path) -> anyhow::Re
             debug_assert_eq!((key.len(), value.len()), (16, 32));
             request(&[b"SET", key.as_bytes(), value.as_bytes()]).encode(&mut buf, false);
         }
-        c.send_raw(&buf).with_context(|| format!("writing SETs to {kind}"))?;
+        c.send_raw(&buf)
+            .with_context(|| format!("writing SETs to {kind}"))?;
         for j in i..i + batch {
             match c.read_reply()? {
                 Frame::Simple(s) if &s[..] == b"OK" => {}

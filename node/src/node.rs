@@ -21,9 +21,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::context::{ClusterMap, MemberAddrs, NodeShared};
-use crate::ownership::{Member, Ownership, OwnershipConfig, Role, Table};
 use crate::core::msg::CoreMsg;
 use crate::core::CoreCtx;
+use crate::ownership::{Member, Ownership, OwnershipConfig, Role, Table};
 use crate::router::table::{initial_range, Owner, RouteTable, Routes};
 
 /// Messages queued per core pair before senders wait.

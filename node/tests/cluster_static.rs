@@ -65,6 +65,7 @@ fn wire(a: &Started, a_id: u64, b: &Started, b_id: u64) {
             },
         )]
         .into(),
+        ..ClusterMap::default()
     };
     a.shared.set_cluster(map(a_id, b_id, b));
     b.shared.set_cluster(map(b_id, a_id, a));

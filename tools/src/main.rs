@@ -237,10 +237,9 @@ fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C / SIGTERM handler")?;
     let augur = std::env::current_exe().context("finding the augur binary")?;
-    let log_dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("augur-cluster-{}", std::process::id())));
+    let log_dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("augur-cluster-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let opts = augur_bench::cluster::ClusterOptions {
         nodes: args.nodes,

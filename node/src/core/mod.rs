@@ -284,11 +284,11 @@ impl CoreCtx {
 
     /// The cluster table's id for the fragment holding `key`, for error messages.
     fn fragment_label(&self, key: &[u8]) -> String {
-        self.routes
-            .borrow_mut()
-            .get(&self.shared.routes)
-            .range_of(key)
-            .map_or_else(|| "?".into(), |(lo, _)| format!("{lo:?}"))
+        self.shared
+            .ownership
+            .get()
+            .and_then(|o| o.table().fragment_for(key).map(|f| f.id.to_string()))
+            .unwrap_or_else(|| "?".into())
     }
 
     async fn send_keys(&self, batches: Batches) -> Vec<(u32, Frame)> {

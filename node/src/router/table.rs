@@ -76,12 +76,6 @@ impl RouteTable {
         self.owners[self.index(key)]
     }
 
-    /// The range `[lo, hi)` holding `key`.
-    pub fn range_of(&self, key: &[u8]) -> Option<(&Bytes, Option<&Bytes>)> {
-        let i = self.index(key);
-        Some((self.bounds.get(i)?, self.bounds.get(i + 1)))
-    }
-
     /// The ranges and their owners, in key order.
     pub fn ranges_with_owners(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>, Owner)> {
         self.bounds
