@@ -32,6 +32,9 @@ fn node(
         port: 0,
         admin_port: 0,
         cores,
+        // Small regions, so writes split and compact fragments while the other node
+        // holds descriptors of them.
+        region_size: 64 << 10,
         node_id: id,
         cluster_secret: Some(SECRET.into()),
         ..Config::default()
@@ -196,13 +199,39 @@ fn every_key_reads_and_writes_the_same_through_either_node() {
         }
         assert_eq!(seen.len() as i64, expected);
     }
-    let stats = |s: &NodeShared| {
-        s.stats
-            .iter()
-            .map(|c| c.remote_requests.load(std::sync::atomic::Ordering::Relaxed))
-            .sum::<u64>()
-    };
-    assert!(stats(&one.shared) > 0 && stats(&two.shared) > 0);
+    let sum =
+        |s: &NodeShared,
+         f: fn(&augur_node::telemetry::stats::CoreStats) -> &std::sync::atomic::AtomicU64| {
+            s.stats
+                .iter()
+                .map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
+        };
+    for s in [&one.shared, &two.shared] {
+        assert!(
+            sum(s, |c| &c.remote_requests) > 0,
+            "writes went as messages"
+        );
+        assert!(sum(s, |c| &c.remote_reads) > 0, "reads went one-sided");
+    }
+
+    // Rewrite node 2's keys with larger values (its fragments split and compact,
+    // retiring regions node 1 holds descriptors of), reading each back through node
+    // 1 right after: a stale descriptor must never give an old value.
+    let splits_before = sum(&two.shared, |c| &c.splits) + sum(&two.shared, |c| &c.compactions);
+    for round in 0..3 {
+        for (i, k) in keys.iter().enumerate().filter(|(_, k)| k[0] >= 0x80) {
+            let v = format!("r{round}-{i}-{}", "x".repeat(200));
+            let _: () = c2.set(k, &v).expect("set via 2");
+            let got: String = c1.get(k).expect("get via 1");
+            assert_eq!(got, v);
+        }
+    }
+    assert!(
+        sum(&two.shared, |c| &c.splits) + sum(&two.shared, |c| &c.compactions) > splits_before,
+        "node 2s fragments never split or compacted ({} before): the test proved nothing",
+        splits_before
+    );
     let _: () = redis::cmd("FLUSHALL").query(&mut c2).expect("flushall");
     let n: i64 = redis::cmd("DBSIZE").query(&mut c1).expect("dbsize");
     assert_eq!(n, 0);

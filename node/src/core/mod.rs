@@ -7,6 +7,7 @@
 
 pub mod msg;
 pub mod peers;
+pub mod remote;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -27,12 +28,15 @@ use crate::cmd::args::now_ms;
 use crate::cmd::KeyRequest;
 use crate::context::NodeShared;
 use crate::resp::Frame;
+use crate::router::remote_read::{RemoteFragment, RemoteReadError, RemoteReader};
 use crate::router::table::{Owner, RouteCache};
 use crate::shard::fanout::{FanoutReply, FanoutReq};
 use crate::shard::{Outcome, Shard, ShardEnv};
 use crate::telemetry::stats;
+use augur_fabric::tcp::TcpMr;
 use msg::CoreMsg;
 use peers::Peers;
+use remote::{Described, Descriptors, Exports, WireFragment};
 use wire::{KeyReply, PeerFanout, PeerReply, PeerRequest};
 
 /// One core's context, shared by its tasks (all on the same thread).
@@ -44,6 +48,11 @@ pub struct CoreCtx {
     routes: RefCell<RouteCache>,
     /// Links to other nodes, over this core's fabric endpoint.
     pub peers: Rc<Peers>,
+    /// Regions this core lets peers read.
+    pub exports: Exports,
+    /// Descriptors of other nodes' regions this core reads.
+    descriptors: Descriptors,
+    reader: RemoteReader<TcpMr>,
 }
 
 impl CoreCtx {
@@ -70,8 +79,13 @@ impl CoreCtx {
             .load(std::sync::atomic::Ordering::Relaxed) as usize)
             .max(PEER_BATCH_BYTES)
             .saturating_mul(2);
+        let reader = RemoteReader::new(fabric.clone())
+            .map_err(|e| format!("core {core}: remote reader: {e}"))?;
         Ok(CoreCtx {
             core,
+            exports: Exports::default(),
+            descriptors: Descriptors::default(),
+            reader,
             peers: Rc::new(Peers::new(fabric, max_reply)),
             routes: RefCell::new(RouteCache::new(&shared.routes)),
             shared,
@@ -112,12 +126,23 @@ impl CoreCtx {
             .map(|(i, r)| (i as u32, r))
             .collect();
         for attempt in 0..=MOVED_RETRIES {
-            let (cores, nodes) = self.run_local(pending, &mut out, false);
-            let (from_cores, (from_nodes, moved)) = futures::join!(
+            let last = attempt == MOVED_RETRIES;
+            let (cores, mut nodes) = self.run_local(pending, &mut out, false);
+            let reads = take_one_sided(&mut nodes);
+            let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
                 self.send_keys(cores),
-                self.send_to_nodes(nodes, attempt == MOVED_RETRIES)
+                self.send_to_nodes(nodes, last),
+                self.read_remote_all(reads)
             );
-            for (i, f) in from_cores.into_iter().chain(from_nodes) {
+            // Reads that could not be served one-sided go as messages.
+            let (from_fallback, moved_too) = self.send_to_nodes(fallback, last).await;
+            moved.extend(moved_too);
+            for (i, f) in from_cores
+                .into_iter()
+                .chain(from_nodes)
+                .chain(read)
+                .chain(from_fallback)
+            {
                 if let Some(slot) = out.get_mut(i as usize) {
                     *slot = Some(f);
                 }
@@ -137,6 +162,126 @@ impl CoreCtx {
         out.into_iter()
             .map(|f| f.unwrap_or_else(|| Frame::error("ERR internal: an owner did not answer")))
             .collect()
+    }
+
+    /// Serve reads of other nodes' keys with one-sided reads of their regions, all
+    /// at once; what cannot be served that way comes back to go as messages.
+    async fn read_remote_all(
+        &self,
+        reads: Vec<(u32, u64, KeyRequest)>,
+    ) -> (Vec<(u32, Frame)>, NodeBatches) {
+        let now = now_ms();
+        let results =
+            futures::future::join_all(reads.into_iter().map(|(i, node, req)| async move {
+                let got = self.read_remote(node, &req, now).await;
+                (i, node, req, got)
+            }))
+            .await;
+        let mut done = Vec::new();
+        let mut fallback = NodeBatches::new();
+        for (i, node, req, got) in results {
+            match got {
+                Some(f) => done.push((i, f)),
+                None => fallback.entry(node).or_default().push((i, req)),
+            }
+        }
+        (done, fallback)
+    }
+
+    /// One key of `node` by one-sided reads; `None` when that did not work (the
+    /// caller then sends the request as a message, which always works).
+    async fn read_remote(&self, node: u64, req: &KeyRequest, now: u64) -> Option<Frame> {
+        let stats = &self.shared.stats[self.core];
+        for _ in 0..2 {
+            let (addr, fragment) = match self.descriptors.get(&req.key) {
+                Some(d) => d,
+                None => self.fetch_descriptor(node, &req.key).await?,
+            };
+            let conn = self.peers.connection(addr).await.ok()?;
+            match self.reader.get(&conn, &fragment, &req.key, now).await {
+                Ok(value) => {
+                    stats::bump(&stats.remote_reads, 1);
+                    return Some(remote::reply_for(&req.op, value, now));
+                }
+                Err(RemoteReadError::Retired) => {
+                    stats::bump(&stats.remote_read_retries, 1);
+                    self.descriptors.forget(&req.key);
+                }
+                Err(e) => {
+                    tracing::debug!(core = self.core, node, "one-sided read failed: {e}");
+                    stats::bump(&stats.remote_read_retries, 1);
+                    self.descriptors.forget(&req.key);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Ask `node` to describe the fragment holding `key`, following it to the core
+    /// that holds it, and cache the answer.
+    async fn fetch_descriptor(
+        &self,
+        node: u64,
+        key: &Bytes,
+    ) -> Option<(SocketAddr, RemoteFragment)> {
+        let cluster = self.shared.cluster();
+        let member = cluster.members.get(&node)?;
+        let n = member.fabric.len();
+        let mut addr = *member.fabric.get(self.core % n.max(1))?;
+        for _ in 0..2 {
+            let req = PeerRequest::Describe { key: key.clone() };
+            match self.peers.request(addr, &req).await.ok()? {
+                PeerReply::Described(Described::Here { lo, hi, fragment }) => {
+                    let fragment = fragment.decode()?;
+                    self.descriptors.put(lo, hi, addr, fragment);
+                    return Some((addr, fragment));
+                }
+                PeerReply::Described(Described::OtherCore(c)) => {
+                    addr = *member.fabric.get(c as usize)?;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Describe, for a peer, the fragment holding `key` on this core.
+    pub fn describe_local(&self, key: &[u8]) -> Described {
+        let owner = self
+            .routes
+            .borrow_mut()
+            .get(&self.shared.routes)
+            .owner_of(key);
+        match owner {
+            Owner::Core(c) if c != self.core => Described::OtherCore(c as u32),
+            Owner::Core(_) => {
+                let shard = self.shard.borrow();
+                let Some(fragment) = shard.fragment_for(key) else {
+                    return match shard.forwarded_to(key) {
+                        Some(c) => Described::OtherCore(c as u32),
+                        None => Described::NotHere,
+                    };
+                };
+                match self.exports.describe(self.peers.transport(), fragment) {
+                    Ok(d) => Described::Here {
+                        lo: fragment.lo().clone(),
+                        hi: fragment.hi().cloned(),
+                        fragment: WireFragment {
+                            fragment_id: d.fragment_id,
+                            region: d.region.encode().to_vec(),
+                            bucket_count: d.bucket_count,
+                            generation: d.generation,
+                        },
+                    },
+                    Err(e) => {
+                        tracing::warn!(core = self.core, "cannot export a fragment: {e}");
+                        Described::NotHere
+                    }
+                }
+            }
+            _ => Described::NotHere,
+        }
     }
 
     /// Execute key requests another node sent us. Keys this node does not own are
@@ -405,6 +550,20 @@ impl CoreCtx {
     }
 }
 
+/// Take out of `nodes` the requests a one-sided read can answer.
+fn take_one_sided(nodes: &mut NodeBatches) -> Vec<(u32, u64, KeyRequest)> {
+    let mut reads = Vec::new();
+    for (node, batch) in nodes.iter_mut() {
+        let (one_sided, rest): (Vec<_>, Vec<_>) = std::mem::take(batch)
+            .into_iter()
+            .partition(|(_, r)| remote::one_sided(&r.op));
+        *batch = rest;
+        reads.extend(one_sided.into_iter().map(|(i, r)| (i, *node, r)));
+    }
+    nodes.retain(|_, b| !b.is_empty());
+    reads
+}
+
 /// Key requests to one node are sent in batches of about this many bytes.
 pub const PEER_BATCH_BYTES: usize = 16 << 20;
 
@@ -483,6 +642,8 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
         let mut shard = ctx.shard.borrow_mut();
         shard.expire_due(now_ms());
         shard.publish_stats();
+        ctx.exports
+            .tidy(|id, generation| shard.generation_of(id) == Some(generation));
         let Some((target, fragment)) = shard.pick_fragment_to_move() else {
             continue;
         };

@@ -102,6 +102,11 @@ impl Peers {
         wire::decode(&bytes, self.max_reply).map_err(|e| PeerError::Protocol(addr, e.to_string()))
     }
 
+    /// The connection to `addr`, for one-sided operations.
+    pub async fn connection(self: &Rc<Self>, addr: SocketAddr) -> Result<TcpConnection, PeerError> {
+        Ok(self.link(addr).await?.conn.clone())
+    }
+
     async fn link(self: &Rc<Self>, addr: SocketAddr) -> Result<Rc<Link>, PeerError> {
         if let Some(link) = self.links.borrow().get(&addr) {
             if link.conn.failure().is_none() {

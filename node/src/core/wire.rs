@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::KeyRequest;
+use crate::core::remote::Described;
 use crate::resp::Frame;
 use crate::shard::fanout::{FanoutReply, FanoutReq};
 
@@ -46,6 +47,8 @@ pub enum PeerRequest {
     },
     /// Ask every core of the receiving node.
     Fanout(PeerFanout),
+    /// Describe the region of the fragment holding this key, for one-sided reads.
+    Describe { key: Bytes },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +124,7 @@ pub enum PeerReply {
     Keys(Vec<KeyReply>),
     /// One answer per core of the receiving node.
     Fanout(Vec<FanoutReply>),
+    Described(Described),
     /// The request could not be taken (malformed, over a limit).
     Refused(String),
 }

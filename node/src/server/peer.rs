@@ -80,5 +80,6 @@ async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
             reqs,
         } => PeerReply::Keys(ctx.run_keys_for_peer(cluster_version, reqs).await),
         PeerRequest::Fanout(f) => PeerReply::Fanout(ctx.fanout_node(&f.into_local()).await),
+        PeerRequest::Describe { key } => PeerReply::Described(ctx.describe_local(&key)),
     }
 }

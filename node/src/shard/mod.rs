@@ -97,6 +97,24 @@ impl Shard {
         Ok(shard)
     }
 
+    /// The fragment holding `key`, if this core has it.
+    pub fn fragment_for(&self, key: &[u8]) -> Option<&Fragment> {
+        self.fragments.get(&self.locate(key)?)
+    }
+
+    /// The region generation of fragment `id`, if this core still holds it.
+    pub fn generation_of(&self, id: FragmentId) -> Option<u64> {
+        self.fragments
+            .values()
+            .find(|f| f.id() == id)
+            .map(Fragment::generation)
+    }
+
+    /// Where a key this core does not hold went (another core of this node).
+    pub fn forwarded_to(&self, key: &[u8]) -> Option<usize> {
+        self.forward_target(key)
+    }
+
     fn locate(&self, key: &[u8]) -> Option<Bytes> {
         self.fragments
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
@@ -175,7 +193,11 @@ impl Shard {
                     "split fragment"
                 );
                 self.listings.remove(&lower.id());
-                self.fragments.insert(lo.clone(), lower);
+                // Retire the replaced region before any write reaches its successor,
+                // so a remote reader holding its descriptor refreshes (decision 0007).
+                if let Some(old) = self.fragments.insert(lo.clone(), lower) {
+                    old.retire();
+                }
                 self.fragments.insert(at.clone(), upper);
                 self.env.routes.update(|t| t.add_boundary(&at));
                 self.splits += 1;
@@ -183,7 +205,9 @@ impl Shard {
             }
         }
         let compacted = fragment.compact(target, need, now, hugetlb)?;
-        self.fragments.insert(lo.clone(), compacted);
+        if let Some(old) = self.fragments.insert(lo.clone(), compacted) {
+            old.retire();
+        }
         self.compactions += 1;
         Ok(())
     }
@@ -318,7 +342,7 @@ impl Shard {
                 1,
                 hugetlb,
             ) {
-                Ok(empty) => *fragment = empty,
+                Ok(empty) => std::mem::replace(fragment, empty).retire(),
                 Err(e) => tracing::error!(core = self.core, "flush: cannot allocate region: {e}"),
             }
         }
