@@ -79,6 +79,9 @@ pub enum ConnCmd {
     Time,
     /// AUGUR STATUS: the cluster's nodes and fragments as text tables.
     AugurStatus,
+    /// AUGUR WHERE key: `node <id> core <c>` (or `node <id>` when another node owns
+    /// it), for tools that need keys at known places.
+    AugurWhere(Bytes),
 }
 
 #[derive(Debug)]

@@ -26,6 +26,8 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         "AUGUR" => match upper(&args[0]).as_str() {
             "STATUS" if args.len() == 1 => Plan::Conn(ConnCmd::AugurStatus),
             "STATUS" => return Err(args::wrong_arity("augur|status")),
+            "WHERE" if args.len() == 2 => Plan::Conn(ConnCmd::AugurWhere(args[1].clone())),
+            "WHERE" => return Err(args::wrong_arity("augur|where")),
             _ => return Err(subcommand_error("AUGUR", &args[0])),
         },
         "CONFIG" => config(args)?,

@@ -134,6 +134,16 @@ pub fn execute(ctx: &CoreCtx, session: &mut Session, cmd: ConnCmd, name: &Bytes)
         ConnCmd::Info(sections) => {
             Frame::Verbatim(Bytes::from(super::info::render(ctx, &sections)))
         }
+        ConnCmd::AugurWhere(key) => {
+            let me = shared.cluster().my_id;
+            let owner = shared.routes.snapshot().owner_of(&key);
+            let place = match owner {
+                crate::router::table::Owner::Core(c) => format!("node {me} core {c}"),
+                crate::router::table::Owner::Node(n) => format!("node {n}"),
+                crate::router::table::Owner::Unassigned => "unassigned".to_string(),
+            };
+            Frame::Bulk(Bytes::from(place))
+        }
         ConnCmd::AugurStatus => Frame::Verbatim(Bytes::from(super::status::render(shared))),
         ConnCmd::Time => {
             let now = std::time::SystemTime::now()
