@@ -206,8 +206,13 @@ impl CoreRecorder {
         self.dropped
     }
 
+    /// Take this tick's per-prefix write and read counts (from `record_key`).
+    pub fn drain_prefixes(&mut self) -> Vec<(KeyPrefix, AccessCounts)> {
+        self.prefixes.drain().collect()
+    }
+
     /// Take this tick's counts, leaving the recorder zeroed; calls `sink` once per non-zero cell.
-    fn drain(&mut self, mut sink: impl FnMut(FragmentIndex, NodeId, AccessCounts)) {
+    pub fn drain(&mut self, mut sink: impl FnMut(FragmentIndex, NodeId, AccessCounts)) {
         for &index in &self.touched {
             let index = index as usize;
             if let Some(cell) = self.cells.get_mut(index) {

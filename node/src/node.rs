@@ -85,7 +85,7 @@ impl Assignment {
             } else {
                 Owner::Node(f.owner)
             };
-            routes.push((lo, owner));
+            routes.push((lo, owner, f.id));
         }
         let mut cluster = cluster_map(table, me);
         cluster.role = "member".into();

@@ -25,7 +25,7 @@ struct Started {
 fn node(
     id: u64,
     cores: usize,
-    routes: Vec<(Bytes, Owner)>,
+    routes: Vec<(Bytes, Owner, u64)>,
     per_core: Vec<Vec<(Bytes, Option<Bytes>)>>,
 ) -> Started {
     let config = Config {
@@ -95,9 +95,9 @@ fn every_key_reads_and_writes_the_same_through_either_node() {
         1,
         2,
         vec![
-            (b(b""), Owner::Core(0)),
-            (b(b"\x40"), Owner::Core(1)),
-            (b(b"\x80"), Owner::Node(2)),
+            (b(b""), Owner::Core(0), 1),
+            (b(b"\x40"), Owner::Core(1), 2),
+            (b(b"\x80"), Owner::Node(2), 3),
         ],
         vec![
             vec![(b(b""), Some(b(b"\x40")))],
@@ -107,7 +107,7 @@ fn every_key_reads_and_writes_the_same_through_either_node() {
     let two = node(
         2,
         1,
-        vec![(b(b""), Owner::Node(1)), (b(b"\x80"), Owner::Core(0))],
+        vec![(b(b""), Owner::Node(1), 1), (b(b"\x80"), Owner::Core(0), 3)],
         vec![vec![(b(b"\x80"), None)]],
     );
     wire(&one, 1, &two, 2);

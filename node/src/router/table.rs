@@ -29,6 +29,10 @@ pub struct RouteTable {
     /// `[bounds[i], bounds[i+1])`.
     bounds: Vec<Bytes>,
     owners: Vec<Owner>,
+    /// For each range, the index (into `fragment_ids`) of the cluster fragment it is
+    /// part of: what telemetry counts accesses against.
+    fragments: Vec<u32>,
+    fragment_ids: Arc<Vec<u64>>,
 }
 
 impl RouteTable {
@@ -40,23 +44,49 @@ impl RouteTable {
             cluster_version: 0,
             bounds,
             owners: (0..cores).map(Owner::Core).collect(),
+            fragments: (0..cores as u32).collect(),
+            fragment_ids: Arc::new((0..cores as u64).collect()),
         }
     }
 
     /// A table from sorted, tiling ranges (`ranges[0].0` is the empty key, each range
-    /// ends where the next begins).
-    pub fn from_ranges(cluster_version: u64, ranges: Vec<(Bytes, Owner)>) -> RouteTable {
-        let (bounds, owners): (Vec<Bytes>, Vec<Owner>) = if ranges.is_empty() {
-            (vec![Bytes::new()], vec![Owner::Unassigned])
+    /// ends where the next begins), each with its owner and cluster fragment id.
+    pub fn from_ranges(cluster_version: u64, ranges: Vec<(Bytes, Owner, u64)>) -> RouteTable {
+        let ranges = if ranges.is_empty() {
+            vec![(Bytes::new(), Owner::Unassigned, 0)]
         } else {
-            ranges.into_iter().unzip()
+            ranges
         };
-        RouteTable {
+        let mut t = RouteTable {
             version: 1,
             cluster_version,
-            bounds,
-            owners,
+            bounds: Vec::with_capacity(ranges.len()),
+            owners: Vec::with_capacity(ranges.len()),
+            fragments: Vec::with_capacity(ranges.len()),
+            fragment_ids: Arc::new(ranges.iter().map(|r| r.2).collect()),
+        };
+        for (i, (lo, owner, _)) in ranges.into_iter().enumerate() {
+            t.bounds.push(lo);
+            t.owners.push(owner);
+            t.fragments.push(i as u32);
         }
+        t
+    }
+
+    /// The owner of `key` and the index of its cluster fragment, by one search.
+    pub fn locate(&self, key: &[u8]) -> (Owner, u32) {
+        let i = self.index(key);
+        (self.owners[i], self.fragments[i])
+    }
+
+    /// The cluster fragment id of a fragment index from [`RouteTable::locate`].
+    pub fn fragment_id(&self, index: u32) -> u64 {
+        self.fragment_ids.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Cluster fragments the table knows.
+    pub fn fragment_count(&self) -> usize {
+        self.fragment_ids.len()
     }
 
     /// Replace this table's contents, keeping its version counting up.
@@ -90,6 +120,7 @@ impl RouteTable {
         if self.bounds[i] != *at {
             self.bounds.insert(i + 1, at.clone());
             self.owners.insert(i + 1, self.owners[i]);
+            self.fragments.insert(i + 1, self.fragments[i]);
         }
     }
 
