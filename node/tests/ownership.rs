@@ -288,3 +288,54 @@ fn a_single_node_forms_at_once_and_serves_glommio_callers() {
     let r = futures::executor::block_on(other.propose(Change::Form)).unwrap();
     assert_eq!(r, Err(OwnershipError::Shutdown));
 }
+
+#[test]
+fn a_late_joiner_is_sent_a_snapshot_and_a_restart_reads_it_back() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Ownership::start(config(1, Some(dir.path()), local(0), None, 1, SECRET)).unwrap();
+    wait_for("the single node to form", Duration::from_secs(10), || {
+        n1.table().formed
+    });
+    // Enough entries for two snapshots (every 1000) and a purge of the oldest log entries,
+    // so a newcomer can only be brought up to date by a snapshot.
+    let pending: Vec<_> = (0..2300)
+        .map(|i| n1.propose(Change::Expect { size: 1 + i % 2 }))
+        .collect();
+    let mut last = 0;
+    for rx in pending {
+        last = last.max(futures::executor::block_on(rx).unwrap().unwrap().index);
+    }
+    assert!(last > 2300);
+    assert!(
+        dir.path().join("raft/snapshot").exists(),
+        "no snapshot on disk"
+    );
+    wait_for("the log to be purged", Duration::from_secs(10), || {
+        n1.status().purged.is_some()
+    });
+
+    let n2 = Ownership::start(config(2, None, local(0), Some(n1.bus_addr()), 1, SECRET)).unwrap();
+    wait_for("the joiner to catch up", Duration::from_secs(20), || {
+        n2.version() >= last && n2.table().members.len() == 2
+    });
+    // It was sent a snapshot: the entries it started from no longer exist on the leader.
+    assert!(n2.status().snapshot.is_some(), "{:?}", n2.status());
+    let t1 = n1.table();
+    wait_for("identical tables", Duration::from_secs(10), || {
+        *n2.table() == *n1.table()
+    });
+    assert_eq!(n2.table().fragments, t1.fragments);
+    n2.shutdown();
+    n1.shutdown();
+
+    // Restarted alone (it cannot lead: node 2 is a voter now), node 1 still rebuilds its
+    // table from the snapshot plus the committed log on disk.
+    let again = Ownership::start(config(1, Some(dir.path()), local(0), None, 1, SECRET)).unwrap();
+    let t = again.table();
+    assert!(t.applied >= last, "applied {} < {last}", t.applied);
+    assert_eq!(t.fragments, t1.fragments);
+    assert_eq!(t.members.len(), 2);
+    again.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(40));
+}

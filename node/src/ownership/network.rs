@@ -120,6 +120,9 @@ pub(crate) enum RemoteFailure {
     /// The forwarded request reached a node that is not (or no longer) the leader; retry.
     #[error("not the leader")]
     NotLeader,
+    /// The leader did not answer in time: the outcome is unknown.
+    #[error("the leader did not answer in time")]
+    Timeout,
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -568,10 +571,12 @@ mod tests {
     fn handshake_rejects_a_wrong_secret_on_both_sides() {
         rt().block_on(async {
             let (mut c, mut s) = pair().await;
-            let (a, b) = tokio::join!(
-                handshake_client(&mut c, b"wrong"),
-                handshake_server(&mut s, b"secret")
-            );
+            let client = async move {
+                let r = handshake_client(&mut c, b"wrong").await;
+                drop(c); // as the real client does: the server must not wait forever
+                r
+            };
+            let (a, b) = tokio::join!(client, handshake_server(&mut s, b"secret"));
             // The client refuses the server's proof and never sends its own.
             assert!(a.unwrap_err().contains("cluster secret"));
             assert!(b.is_err());

@@ -121,6 +121,11 @@ pub struct RaftStatus {
     pub last_applied: u64,
     /// Current voters.
     pub voters: Vec<NodeId>,
+    /// Last log index covered by this node's latest snapshot.
+    pub snapshot: Option<u64>,
+    /// Log entries up to this index have been purged (only a snapshot can bring a newcomer
+    /// up to date past them).
+    pub purged: Option<u64>,
 }
 
 type ProposeReply = oneshot::Sender<Result<Applied, OwnershipError>>;
@@ -280,6 +285,8 @@ impl Ownership {
             term: m.current_term,
             last_applied: m.last_applied.map_or(0, |l| l.index),
             voters: m.membership_config.membership().voter_ids().collect(),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
         }
     }
 
@@ -546,9 +553,7 @@ impl Node {
                     Ok(_) => Err(RemoteFailure::Failed("reply of the wrong type".into())),
                     // Never sent: safe to retry.
                     Err(network::CallError::Connect(..)) => Err(RemoteFailure::NoLeader),
-                    Err(network::CallError::Timeout(_)) => {
-                        Err(RemoteFailure::Failed("timeout".into()))
-                    }
+                    Err(network::CallError::Timeout(_)) => Err(RemoteFailure::Timeout),
                     Err(e) => Err(RemoteFailure::Failed(e.to_string())),
                 }
             }
@@ -564,9 +569,7 @@ impl Node {
                 Ok(Ok(applied)) => return Ok(applied),
                 Ok(Err(refused)) => return Err(OwnershipError::Refused(refused)),
                 Err(RemoteFailure::NoLeader | RemoteFailure::NotLeader) => {}
-                Err(RemoteFailure::Failed(f)) if f == "timeout" => {
-                    return Err(OwnershipError::Timeout)
-                }
+                Err(RemoteFailure::Timeout) => return Err(OwnershipError::Timeout),
                 Err(RemoteFailure::Failed(f)) => return Err(OwnershipError::Raft(f)),
             }
             if tokio::time::Instant::now() >= deadline {

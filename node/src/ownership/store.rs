@@ -449,6 +449,9 @@ impl StateMachine {
     /// A state machine starting from the snapshot in `dir/snapshot` (if any), publishing to
     /// `published`.
     pub(crate) fn open(dir: Option<&Path>, published: Arc<Published>) -> io::Result<StateMachine> {
+        if let Some(d) = dir {
+            std::fs::create_dir_all(d)?;
+        }
         let snapshot_path = dir.map(|d| d.join("snapshot"));
         let mut inner = SmInner {
             table: Table::new(),
