@@ -48,6 +48,8 @@ pub struct Config {
     pub cluster_size: u32,
     /// Seconds start-up waits for the cluster to form.
     pub cluster_form_timeout: u64,
+    /// How often each core summarises its clients' accesses for placement, in ms.
+    pub telemetry_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             cluster_port: 0,
             cluster_size: 1,
             cluster_form_timeout: 120,
+            telemetry_interval_ms: 1000,
         }
     }
 }

@@ -84,6 +84,19 @@ impl KeyOp {
         }
     }
 
+    /// Whether the operation may change the key (telemetry counts it as a write).
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            KeyOp::Get
+                | KeyOp::StrLen
+                | KeyOp::Ttl { .. }
+                | KeyOp::ExpireTime { .. }
+                | KeyOp::Exists
+                | KeyOp::Type
+        )
+    }
+
     /// Writes that add data are refused with -OOM when `maxmemory` is reached.
     pub fn grows(&self) -> bool {
         matches!(

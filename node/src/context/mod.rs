@@ -59,6 +59,8 @@ pub struct NodeShared {
     pub max_bulk_len: AtomicU64,
     pub requirepass: Mutex<Option<Bytes>>,
     cluster: Mutex<Arc<ClusterMap>>,
+    /// The cluster's access picture from every node's tick summaries.
+    pub telemetry: Mutex<crate::telemetry::cluster::ClusterTelemetry>,
     /// The replicated ownership table, once the node has one (not when wired by hand).
     pub ownership: std::sync::OnceLock<crate::ownership::Ownership>,
 }
@@ -82,6 +84,7 @@ impl NodeShared {
             requirepass: Mutex::new(config.requirepass.clone().map(Bytes::from)),
             cluster: Mutex::new(Arc::new(ClusterMap::default())),
             ownership: std::sync::OnceLock::new(),
+            telemetry: Mutex::new(Default::default()),
             config,
         }
     }
@@ -117,6 +120,15 @@ impl NodeShared {
         match self.cluster.lock() {
             Ok(mut c) => *c = map,
             Err(poisoned) => *poisoned.into_inner() = map,
+        }
+    }
+
+    pub fn telemetry(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::telemetry::cluster::ClusterTelemetry> {
+        match self.telemetry.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 

@@ -32,6 +32,8 @@ use crate::router::remote_read::{RemoteFragment, RemoteReadError, RemoteReader};
 use crate::router::table::{Owner, RouteCache};
 use crate::shard::fanout::{FanoutReply, FanoutReq};
 use crate::shard::{Outcome, Shard, ShardEnv};
+use crate::telemetry::access::{AccessRecorder, Resources, TickSummary};
+use crate::telemetry::resources;
 use crate::telemetry::stats;
 use augur_fabric::tcp::TcpMr;
 use msg::CoreMsg;
@@ -53,6 +55,8 @@ pub struct CoreCtx {
     /// Descriptors of other nodes' regions this core reads.
     descriptors: Descriptors,
     reader: RemoteReader<TcpMr>,
+    /// This core's clients' accesses in the current telemetry tick.
+    access: RefCell<AccessRecorder>,
 }
 
 impl CoreCtx {
@@ -81,8 +85,10 @@ impl CoreCtx {
             .saturating_mul(2);
         let reader = RemoteReader::new(fabric.clone())
             .map_err(|e| format!("core {core}: remote reader: {e}"))?;
+        let fragments = shared.routes.snapshot().fragment_count();
         Ok(CoreCtx {
             core,
+            access: RefCell::new(AccessRecorder::new(fragments)),
             exports: Exports::default(),
             descriptors: Descriptors::default(),
             reader,
@@ -94,12 +100,14 @@ impl CoreCtx {
         })
     }
 
-    /// Start the tasks that answer other cores and keep the shard tidy.
+    /// Start the tasks that answer other cores, keep the shard tidy and report
+    /// telemetry.
     pub fn spawn_background(ctx: &Rc<CoreCtx>, receivers: Vec<ConnectedReceiver<CoreMsg>>) {
         for rx in receivers {
             glommio::spawn_local(receive_loop(ctx.clone(), rx)).detach();
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
+        glommio::spawn_local(telemetry_ticks(ctx.clone())).detach();
     }
 }
 
@@ -120,6 +128,7 @@ impl CoreCtx {
     /// Replies come back in request order.
     pub async fn run_keys(&self, reqs: Vec<KeyRequest>) -> Vec<Frame> {
         let mut out: Vec<Option<Frame>> = vec![None; reqs.len()];
+        let counted = self.count_accesses(&reqs);
         let mut pending: Vec<(u32, KeyRequest)> = reqs
             .into_iter()
             .enumerate()
@@ -159,9 +168,67 @@ impl CoreCtx {
             // ownership watcher time to publish the newer one.
             glommio::timer::sleep(Duration::from_millis(5 << attempt)).await;
         }
-        out.into_iter()
+        let out: Vec<Frame> = out
+            .into_iter()
             .map(|f| f.unwrap_or_else(|| Frame::error("ERR internal: an owner did not answer")))
+            .collect();
+        let mut access = self.access.borrow_mut();
+        for ((fragment, write, bytes), reply) in counted.into_iter().zip(&out) {
+            let reply_bytes = match reply {
+                Frame::Bulk(b) => b.len(),
+                _ => 0,
+            };
+            access.record(fragment, write, bytes + reply_bytes);
+        }
+        out
+    }
+
+    /// For telemetry: each request's cluster fragment, whether it writes, and the
+    /// bytes it carries (the reply's are added once known).
+    fn count_accesses(&self, reqs: &[KeyRequest]) -> Vec<(u32, bool, usize)> {
+        let mut routes = self.routes.borrow_mut();
+        let table = routes.get(&self.shared.routes);
+        reqs.iter()
+            .map(|r| {
+                let (_, fragment) = table.locate(&r.key);
+                (fragment, r.op.is_write(), r.key.len() + r.op.payload_len())
+            })
             .collect()
+    }
+
+    /// End a telemetry tick: this core's summary goes to every member (this node's
+    /// own straight into its aggregate), without waiting on slow peers.
+    fn ship_telemetry(self: &Rc<Self>, tick: Duration, resources: Option<Resources>) {
+        let fragments = {
+            let mut routes = self.routes.borrow_mut();
+            let table = routes.get(&self.shared.routes);
+            self.access.borrow_mut().drain(|i| table.fragment_id(i))
+        };
+        let cluster = self.shared.cluster();
+        let summary = TickSummary {
+            node: cluster.my_id,
+            core: self.core as u32,
+            tick_ms: tick.as_millis() as u64,
+            fragments,
+            resources,
+        };
+        for (id, member) in &cluster.members {
+            if *id == cluster.my_id {
+                continue;
+            }
+            let n = member.fabric.len();
+            let Some(&addr) = member.fabric.get(self.core % n.max(1)) else {
+                continue;
+            };
+            let (ctx, req) = (self.clone(), PeerRequest::Telemetry(summary.clone()));
+            glommio::spawn_local(async move {
+                if let Err(e) = ctx.peers.request(addr, &req).await {
+                    tracing::debug!(%addr, "telemetry not delivered: {e}");
+                }
+            })
+            .detach();
+        }
+        self.shared.telemetry().ingest(summary);
     }
 
     /// Serve reads of other nodes' keys with one-sided reads of their regions, all
@@ -631,6 +698,45 @@ async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
                 let _ = reply.send(answer);
             }
         }
+    }
+}
+
+/// Every telemetry interval, summarise this core's accesses and send them out; core 0
+/// adds the node's resource use.
+async fn telemetry_ticks(ctx: Rc<CoreCtx>) {
+    let interval = Duration::from_millis(ctx.shared.config.telemetry_interval_ms.max(10));
+    let mut last = std::time::Instant::now();
+    let mut cpu_before = resources::cpu_seconds();
+    let mut commands_before = 0;
+    let mut remote_before = 0;
+    loop {
+        glommio::timer::sleep(interval).await;
+        let tick = last.elapsed();
+        last = std::time::Instant::now();
+        let report = (ctx.core == 0).then(|| {
+            let shared = &ctx.shared;
+            let cpu_now = resources::cpu_seconds();
+            let cpu_percent = match (cpu_before, cpu_now) {
+                (Some(a), Some(b)) => ((b - a) / tick.as_secs_f64().max(1e-3) * 100.0) as f32,
+                _ => 0.0,
+            };
+            cpu_before = cpu_now;
+            let commands = stats::total(&shared.stats, |s| &s.commands);
+            let remote = stats::total(&shared.stats, |s| &s.remote_requests)
+                + stats::total(&shared.stats, |s| &s.remote_reads);
+            let r = Resources {
+                cpu_percent,
+                used_memory: shared.used_memory(),
+                rss: resources::rss_bytes().unwrap_or(0),
+                connections: shared.clients.count() as u64,
+                commands: commands.saturating_sub(commands_before),
+                remote_ops: remote.saturating_sub(remote_before),
+            };
+            commands_before = commands;
+            remote_before = remote;
+            r
+        });
+        ctx.ship_telemetry(tick, report);
     }
 }
 

@@ -20,6 +20,7 @@ use crate::cmd::KeyRequest;
 use crate::core::remote::Described;
 use crate::resp::Frame;
 use crate::shard::fanout::{FanoutReply, FanoutReq};
+use crate::telemetry::access::TickSummary;
 
 pub const CHUNK_HEADER: usize = 16;
 pub const KIND_REQUEST: u8 = 1;
@@ -49,6 +50,8 @@ pub enum PeerRequest {
     Fanout(PeerFanout),
     /// Describe the region of the fragment holding this key, for one-sided reads.
     Describe { key: Bytes },
+    /// A core's access summary for the tick that just ended.
+    Telemetry(TickSummary),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +128,7 @@ pub enum PeerReply {
     /// One answer per core of the receiving node.
     Fanout(Vec<FanoutReply>),
     Described(Described),
+    Ack,
     /// The request could not be taken (malformed, over a limit).
     Refused(String),
 }

@@ -81,5 +81,12 @@ async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
         } => PeerReply::Keys(ctx.run_keys_for_peer(cluster_version, reqs).await),
         PeerRequest::Fanout(f) => PeerReply::Fanout(ctx.fanout_node(&f.into_local()).await),
         PeerRequest::Describe { key } => PeerReply::Described(ctx.describe_local(&key)),
+        PeerRequest::Telemetry(summary) => {
+            // Only members report; anything else is dropped, not stored.
+            if ctx.shared.cluster().members.contains_key(&summary.node) {
+                ctx.shared.telemetry().ingest(summary);
+            }
+            PeerReply::Ack
+        }
     }
 }

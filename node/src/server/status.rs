@@ -1,12 +1,13 @@
 //! `AUGUR STATUS` (and so `augur status`): the cluster as a user sees it, two text
 //! tables — nodes, then fragments — from this node's copy of the ownership table.
 //!
-//! What this node cannot know yet is shown as `-`: other nodes' CPU, memory, bytes
-//! and load arrive with the telemetry summaries (not built yet).
+//! Load, local-hit share, CPU and memory come from the telemetry summaries every node
+//! sends every member once per tick (`telemetry::cluster`); `-` where none arrived.
 
 use std::fmt::Write;
 
 use crate::context::NodeShared;
+use crate::telemetry::cluster::ClusterTelemetry;
 use crate::telemetry::stats::total;
 
 fn show_key(k: &[u8]) -> String {
@@ -44,10 +45,30 @@ pub fn render(shared: &NodeShared) -> String {
         status.term,
         table.formed
     );
+    let (rates, reports): (_, Vec<_>) = {
+        let t = shared.telemetry();
+        (
+            t.rates(),
+            table
+                .members
+                .keys()
+                .map(|id| (*id, t.resources(*id)))
+                .collect(),
+        )
+    };
     let _ = writeln!(
         out,
-        "\n{:<4} {:<22} {:<22} {:<9} {:>5} {:>10} {:>10} {:>9}",
-        "node", "address", "fabric (core 0)", "raft", "cores", "memory", "keys", "fragments"
+        "\n{:<4} {:<22} {:<22} {:<9} {:>5} {:>6} {:>10} {:>10} {:>9} {:>9}",
+        "node",
+        "address",
+        "fabric (core 0)",
+        "raft",
+        "cores",
+        "cpu%",
+        "memory",
+        "rss",
+        "cmds/s",
+        "fragments"
     );
     for m in table.members.values() {
         let raft = if m.id == me {
@@ -58,13 +79,16 @@ pub fn render(shared: &NodeShared) -> String {
             "learner".into()
         };
         let owned = table.fragments.values().filter(|f| f.owner == m.id).count();
-        let (memory, keys) = if m.id == me {
-            (
-                format!("{}", shared.used_memory()),
-                format!("{}", total(&shared.stats, |s| &s.keys)),
-            )
-        } else {
-            ("-".into(), "-".into())
+        let report = reports.iter().find(|(id, _)| *id == m.id).and_then(|r| r.1);
+        let tick_s = shared.config.telemetry_interval_ms.max(1) as f64 / 1000.0;
+        let (cpu, memory, rss, cmds) = match report {
+            Some(r) => (
+                format!("{:.0}", r.cpu_percent),
+                r.used_memory.to_string(),
+                r.rss.to_string(),
+                format!("{:.0}", r.commands as f64 / tick_s),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         let fabric = m
             .fabric_addrs
@@ -72,21 +96,23 @@ pub fn render(shared: &NodeShared) -> String {
             .map_or_else(|| "-".to_string(), |a| a.to_string());
         let _ = writeln!(
             out,
-            "{:<4} {:<22} {:<22} {:<9} {:>5} {:>10} {:>10} {:>9}",
+            "{:<4} {:<22} {:<22} {:<9} {:>5} {:>6} {:>10} {:>10} {:>9} {:>9}",
             m.id,
             m.client_addr.to_string(),
             fabric,
             raft,
             m.cores,
+            cpu,
             memory,
-            keys,
+            rss,
+            cmds,
             owned
         );
     }
     let _ = writeln!(
         out,
-        "\n{:<6} {:<24} {:>5} {:>5} {:>6} {:<10}",
-        "id", "range", "owner", "core", "epoch", "state"
+        "\n{:<6} {:<24} {:>5} {:>5} {:>6} {:<10} {:>9} {:>7}",
+        "id", "range", "owner", "core", "epoch", "state", "load/s", "local%"
     );
     for f in table.fragments.values() {
         let range = format!(
@@ -94,15 +120,18 @@ pub fn render(shared: &NodeShared) -> String {
             show_key(&f.lo),
             f.hi.as_deref().map_or_else(|| "+inf".to_string(), show_key)
         );
+        let (load, share) = ClusterTelemetry::load_and_local_share(&rates, f.id, f.owner);
         let _ = writeln!(
             out,
-            "{:<6} {:<24} {:>5} {:>5} {:>6} {:<10}",
+            "{:<6} {:<24} {:>5} {:>5} {:>6} {:<10} {:>9.0} {:>7}",
             f.id,
             range,
             f.owner,
             f.core,
             f.epoch,
-            format!("{:?}", f.state).to_lowercase()
+            format!("{:?}", f.state).to_lowercase(),
+            load,
+            share.map_or_else(|| "-".to_string(), |s| format!("{:.0}", s * 100.0))
         );
     }
     let local_splits = total(&shared.stats, |s| &s.splits);

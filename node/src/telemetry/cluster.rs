@@ -26,8 +26,7 @@ impl ClusterTelemetry {
         if self.latest.len() >= MAX_REPORTERS
             && !self.latest.contains_key(&(summary.node, summary.core))
         {
-            self.latest
-                .retain(|_, (at, _)| at.elapsed() < STALE);
+            self.latest.retain(|_, (at, _)| at.elapsed() < STALE);
             if self.latest.len() >= MAX_REPORTERS {
                 return;
             }
