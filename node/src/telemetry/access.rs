@@ -125,6 +125,6 @@ mod tests {
                 },
             ]
         );
-        assert!(r.drain(|i| u64::from(i)).is_empty());
+        assert!(r.drain(u64::from).is_empty());
     }
 }
