@@ -101,9 +101,21 @@ pub struct LocalCluster {
     opts: ClusterOptions,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("picking a free port")?;
-    Ok(l.local_addr()?.port())
+/// Client and bus ports for `n` nodes, below the kernel's ephemeral range (which
+/// starts at 32768 by default), so that no socket bound to port 0 — a node's fabric
+/// endpoint, a client — can take one between our check and the node's bind.
+fn unused_ports(n: u32) -> anyhow::Result<Vec<(u16, u16)>> {
+    let free = |p: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+    for _ in 0..64 {
+        let base = 10_000 + rand::random::<u16>() % 20_000;
+        let ports: Vec<(u16, u16)> = (0..n as u16)
+            .map(|i| (base + 2 * i, base + 2 * i + 1))
+            .collect();
+        if ports.iter().all(|&(a, b)| free(a) && free(b)) {
+            return Ok(ports);
+        }
+    }
+    bail!("no free ports found for {n} nodes")
 }
 
 fn random_secret() -> String {
@@ -125,19 +137,19 @@ impl LocalCluster {
             bail!("a cluster needs at least one node");
         }
         let secret = opts.secret.clone().unwrap_or_else(random_secret);
-        let mut ports = Vec::new();
-        for i in 0..opts.nodes {
-            let port = if opts.base_port == 0 {
-                (free_port()?, free_port()?)
-            } else {
-                let p = opts
-                    .base_port
-                    .checked_add(i as u16)
-                    .context("port out of range")?;
-                (p, p.checked_add(10000).context("bus port out of range")?)
-            };
-            ports.push(port);
-        }
+        let ports = if opts.base_port == 0 {
+            unused_ports(opts.nodes)?
+        } else {
+            (0..opts.nodes)
+                .map(|i| {
+                    let p = opts
+                        .base_port
+                        .checked_add(i as u16)
+                        .context("port out of range")?;
+                    Ok((p, p.checked_add(10000).context("bus port out of range")?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
             secret,

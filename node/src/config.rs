@@ -50,6 +50,12 @@ pub struct Config {
     pub cluster_form_timeout: u64,
     /// How often each core summarises its clients' accesses for placement, in ms.
     pub telemetry_interval_ms: u64,
+    /// Accesses per second above which a fragment is split (in a cluster of two or
+    /// more nodes, where smaller fragments can be placed apart); 0 turns it off.
+    pub split_load: u64,
+    /// Seconds two neighbouring fragments of one node must be cold (no access) before
+    /// the leader merges them in the table; 0 turns merging off.
+    pub merge_after_s: u64,
 }
 
 impl Default for Config {
@@ -75,6 +81,8 @@ impl Default for Config {
             cluster_size: 1,
             cluster_form_timeout: 120,
             telemetry_interval_ms: 1000,
+            split_load: 50_000,
+            merge_after_s: 300,
         }
     }
 }

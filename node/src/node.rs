@@ -194,16 +194,21 @@ fn watch_ownership(shared: Arc<NodeShared>, ownership: Ownership) {
                 if table.applied != seen {
                     seen = table.applied;
                     let me = shared.cluster().my_id;
-                    shared.routes.update(|r| {
-                        for f in table.fragments.values() {
-                            if f.owner != me {
-                                let lo = Bytes::copy_from_slice(&f.lo);
-                                let hi = f.hi.as_deref().map(Bytes::copy_from_slice);
-                                r.set_owner(&lo, hi.as_ref(), Owner::Node(f.owner));
-                            }
-                        }
-                        r.cluster_version = table.applied;
-                    });
+                    let fragments: Vec<_> = table
+                        .fragments
+                        .values()
+                        .map(|f| {
+                            (
+                                Bytes::copy_from_slice(&f.lo),
+                                f.hi.as_deref().map(Bytes::copy_from_slice),
+                                f.owner,
+                                f.id,
+                            )
+                        })
+                        .collect();
+                    shared
+                        .routes
+                        .update(|r| r.follow_cluster(table.applied, me, &fragments));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -127,6 +127,18 @@ struct NodeArgs {
     /// Nodes to wait for before the key space is spread over them.
     #[arg(long)]
     cluster_size: Option<u32>,
+    /// Seconds start-up waits for the cluster to form.
+    #[arg(long)]
+    cluster_form_timeout: Option<u64>,
+    /// Telemetry tick in milliseconds.
+    #[arg(long)]
+    telemetry_interval_ms: Option<u64>,
+    /// Accesses per second above which a fragment splits (0: never).
+    #[arg(long)]
+    split_load: Option<u64>,
+    /// Seconds of no access after which neighbouring fragments merge (0: never).
+    #[arg(long)]
+    merge_after_s: Option<u64>,
 }
 
 fn memory(flag: &str, value: &str) -> anyhow::Result<u64> {
@@ -193,6 +205,18 @@ impl NodeArgs {
         }
         if let Some(v) = self.cluster_size {
             c.cluster_size = v;
+        }
+        if let Some(v) = self.cluster_form_timeout {
+            c.cluster_form_timeout = v;
+        }
+        if let Some(v) = self.telemetry_interval_ms {
+            c.telemetry_interval_ms = v;
+        }
+        if let Some(v) = self.split_load {
+            c.split_load = v;
+        }
+        if let Some(v) = self.merge_after_s {
+            c.merge_after_s = v;
         }
         c.validate()?;
         Ok(c)

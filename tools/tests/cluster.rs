@@ -14,6 +14,10 @@ fn augur() -> &'static Path {
 }
 
 fn cluster(dir: Option<&Path>) -> LocalCluster {
+    cluster_with(dir, &[])
+}
+
+fn cluster_with(dir: Option<&Path>, extra: &[&str]) -> LocalCluster {
     let log_dir = std::env::temp_dir().join(format!("augur-test-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&log_dir).expect("log dir");
     LocalCluster::start(
@@ -25,6 +29,7 @@ fn cluster(dir: Option<&Path>) -> LocalCluster {
             dir: dir.map(Path::to_path_buf),
             log_dir,
             ready_timeout: Duration::from_secs(60),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         },
         |_| {},
@@ -62,9 +67,40 @@ fn info_u64(con: &mut redis::Connection, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {info}"))
 }
 
+fn status(con: &mut redis::Connection) -> String {
+    redis::cmd("AUGUR")
+        .arg("STATUS")
+        .query(con)
+        .expect("status")
+}
+
+/// `(fragments, table version)` from AUGUR STATUS's first line.
+fn table_shape(con: &mut redis::Connection) -> (u64, u64) {
+    let s = status(con);
+    let first = s.lines().next().unwrap_or_default().to_string();
+    let num_before = |word: &str| -> u64 {
+        let words: Vec<&str> = first.split([' ', ',']).collect();
+        words
+            .iter()
+            .position(|w| *w == word)
+            .and_then(|i| words.get(i.checked_sub(1)?))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no '{word}' in {first}"))
+    };
+    let version = first
+        .split("table version ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no version in {first}"));
+    (num_before("fragments"), version)
+}
+
 #[test]
 fn three_nodes_serve_every_key_and_survive_a_dead_owner() {
-    let mut c = cluster(None);
+    // Small regions: the writes below split fragments, and each split is committed
+    // to the cluster table.
+    let mut c = cluster_with(None, &["--region-size", "64kb"]);
     let mut cons: Vec<redis::Connection> = (1..=3).map(|id| client(&c, id)).collect();
     let keys = keys(900);
     for (i, k) in keys.iter().enumerate() {
@@ -78,13 +114,28 @@ fn three_nodes_serve_every_key_and_survive_a_dead_owner() {
         let n: i64 = redis::cmd("DBSIZE").query(con).expect("dbsize");
         assert_eq!(n, keys.len() as i64);
         assert_eq!(info_u64(con, "cluster_nodes"), 3);
-        assert!(info_u64(con, "remote_requests") > 0);
+        assert!(
+            info_u64(con, "remote_requests") > 0,
+            "writes went as messages"
+        );
+        assert!(info_u64(con, "remote_reads") > 0, "reads went one-sided");
     }
-    let status: String = redis::cmd("AUGUR")
-        .arg("STATUS")
-        .query(&mut cons[1])
-        .expect("status");
-    assert!(status.contains("3 nodes, 48 fragments"), "{status}");
+    // Fill one fragment past its 64 KiB region: it splits locally, and the split
+    // reaches the table (48 fragments at formation).
+    for i in 0..600 {
+        let _: () = cons[1]
+            .set(format!("q:fill{i}"), "z".repeat(200))
+            .expect("fill");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while table_shape(&mut cons[1]).0 <= 48 {
+        assert!(
+            Instant::now() < deadline,
+            "no split reached the table: {}",
+            status(&mut cons[1])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Node 3 dies: its keys fail fast with a clear error, all others keep serving.
     c.nodes[2].kill();
@@ -164,4 +215,31 @@ fn a_restarted_node_rejoins_with_its_table() {
     assert!(!fragments(&after).is_empty());
     c.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn cold_neighbours_merge_in_the_table() {
+    let mut c = cluster_with(
+        None,
+        &["--merge-after-s", "1", "--telemetry-interval-ms", "200"],
+    );
+    let mut con = client(&c, 1);
+    let (start, _) = table_shape(&mut con);
+    assert_eq!(start, 48);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now, _) = table_shape(&mut con);
+        if now < start - 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no merges: {}", status(&mut con));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Merged fragments still tile the key space: every key is served.
+    for (i, k) in keys(200).iter().enumerate() {
+        let _: () = con.set(k, i).expect("set after merges");
+        let v: i64 = client(&c, 2).get(k).expect("get after merges");
+        assert_eq!(v, i as i64);
+    }
+    c.stop();
 }

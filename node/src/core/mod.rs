@@ -11,7 +11,7 @@ pub mod remote;
 pub mod wire;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use glommio::{GlommioError, ResourceType};
 use crate::cmd::args::now_ms;
 use crate::cmd::KeyRequest;
 use crate::context::NodeShared;
+use crate::ownership::{Change, FragmentState};
 use crate::resp::Frame;
 use crate::router::remote_read::{RemoteFragment, RemoteReadError, RemoteReader};
 use crate::router::table::{Owner, RouteCache};
@@ -194,6 +195,114 @@ impl CoreCtx {
                 (fragment, r.op.is_write(), r.key.len() + r.op.payload_len())
             })
             .collect()
+    }
+
+    /// Tell the cluster table about a split made here (in the background; a refused
+    /// proposal only leaves the table coarser than the local fragments).
+    fn propose_split(&self, at: Bytes) {
+        let Some(ownership) = self.shared.ownership.get() else {
+            return;
+        };
+        let table = ownership.table();
+        let Some(f) = table.fragment_for(&at) else {
+            return;
+        };
+        if f.lo == at[..] || f.owner != self.shared.cluster().my_id {
+            return; // already a table boundary, or no longer ours
+        }
+        let reply = ownership.propose(Change::Split {
+            fragment: f.id,
+            at: at.to_vec(),
+        });
+        let core = self.core;
+        glommio::spawn_local(async move {
+            match reply.await {
+                Ok(Ok(_)) => tracing::debug!(core, "split committed to the table"),
+                Ok(Err(e)) => tracing::info!(core, "table split not committed: {e}"),
+                Err(_) => tracing::info!(core, "table split: ownership gone"),
+            }
+        })
+        .detach();
+    }
+
+    /// Placement's two simplest moves, from the latest telemetry: split a fragment of
+    /// this core that is hotter than `split-load` (at a local boundary inside it, else
+    /// at its median key), and — on the leader, core 0 — merge neighbouring fragments
+    /// of one node that have been cold for `merge-after-s`. One of each per tick.
+    fn split_and_merge(&self, cold_since: &mut HashMap<u64, std::time::Instant>) {
+        let Some(ownership) = self.shared.ownership.get() else {
+            return;
+        };
+        let table = ownership.table();
+        if table.members.len() < 2 {
+            return;
+        }
+        let rates = self.shared.telemetry().rates();
+        let me = self.shared.cluster().my_id;
+        let config = &self.shared.config;
+        let load = |id: u64| rates.get(&id).map_or(0.0, |by| by.values().sum::<f64>());
+        if config.split_load > 0 {
+            let hot = table.fragments.values().find(|f| {
+                f.owner == me
+                    && f.core as usize % self.shared.core_count() == self.core
+                    && f.state == FragmentState::Stable
+                    && load(f.id) > config.split_load as f64
+            });
+            if let Some(f) = hot {
+                let mut shard = self.shard.borrow_mut();
+                let inside = shard.boundaries_within(&f.lo, f.hi.as_deref());
+                if let Some(at) = inside.get(inside.len() / 2) {
+                    let at = at.clone();
+                    drop(shard);
+                    self.propose_split(at);
+                } else {
+                    match shard.split_hot(&f.lo, now_ms()) {
+                        Ok(true) => tracing::info!(fragment = f.id, "load split"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(fragment = f.id, "load split failed: {e}"),
+                    }
+                }
+            }
+        }
+        let leader = ownership.status().leader == Some(me);
+        if config.merge_after_s == 0 || !leader || self.core != 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        cold_since.retain(|id, _| table.fragments.values().any(|f| f.id == *id));
+        for f in table.fragments.values() {
+            if load(f.id) > 0.0 {
+                cold_since.remove(&f.id);
+            } else {
+                cold_since.entry(f.id).or_insert(now);
+            }
+        }
+        let cold_enough = |id: u64| {
+            cold_since
+                .get(&id)
+                .is_some_and(|t| now.duration_since(*t).as_secs() >= config.merge_after_s)
+        };
+        let list: Vec<_> = table.fragments.values().collect();
+        let pair = list.windows(2).find(|w| {
+            w[0].owner == w[1].owner
+                && w[0].core == w[1].core
+                && w[0].state == FragmentState::Stable
+                && w[1].state == FragmentState::Stable
+                && cold_enough(w[0].id)
+                && cold_enough(w[1].id)
+        });
+        if let Some(w) = pair {
+            let (left, right) = (w[0].id, w[1].id);
+            let reply = ownership.propose(Change::Merge { left, right });
+            glommio::spawn_local(async move {
+                match reply.await {
+                    Ok(Ok(_)) => tracing::info!(left, right, "merged cold fragments"),
+                    Ok(Err(e)) => tracing::info!(left, right, "merge not committed: {e}"),
+                    Err(_) => {}
+                }
+            })
+            .detach();
+        }
     }
 
     /// End a telemetry tick: this core's summary goes to every member (this node's
@@ -709,6 +818,7 @@ async fn telemetry_ticks(ctx: Rc<CoreCtx>) {
     let mut cpu_before = resources::cpu_seconds();
     let mut commands_before = 0;
     let mut remote_before = 0;
+    let mut cold_since = HashMap::new();
     loop {
         glommio::timer::sleep(interval).await;
         let tick = last.elapsed();
@@ -737,6 +847,7 @@ async fn telemetry_ticks(ctx: Rc<CoreCtx>) {
             r
         });
         ctx.ship_telemetry(tick, report);
+        ctx.split_and_merge(&mut cold_since);
     }
 }
 
@@ -745,11 +856,18 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
     let interval = Duration::from_millis(ctx.shared.config.expiry_interval_ms.max(1));
     loop {
         glommio::timer::sleep(interval).await;
+        let splits = {
+            let mut shard = ctx.shard.borrow_mut();
+            shard.expire_due(now_ms());
+            shard.publish_stats();
+            ctx.exports
+                .tidy(|id, generation| shard.generation_of(id) == Some(generation));
+            shard.take_table_splits()
+        };
+        for at in splits {
+            ctx.propose_split(at);
+        }
         let mut shard = ctx.shard.borrow_mut();
-        shard.expire_due(now_ms());
-        shard.publish_stats();
-        ctx.exports
-            .tidy(|id, generation| shard.generation_of(id) == Some(generation));
         let Some((target, fragment)) = shard.pick_fragment_to_move() else {
             continue;
         };

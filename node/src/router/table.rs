@@ -73,6 +73,36 @@ impl RouteTable {
         t
     }
 
+    /// Follow a new version of the cluster table: other nodes' ranges get their
+    /// owners, every table boundary becomes a route boundary, and every range is
+    /// labelled with the cluster fragment holding it. Ranges this node owns keep
+    /// their cores (and their finer local boundaries).
+    pub fn follow_cluster(
+        &mut self,
+        cluster_version: u64,
+        me: u64,
+        fragments: &[(Bytes, Option<Bytes>, u64, u64)],
+    ) {
+        for (lo, hi, owner, _) in fragments {
+            self.add_boundary(lo);
+            if *owner != me {
+                self.set_owner(lo, hi.as_ref(), Owner::Node(*owner));
+            } else if let Some(hi) = hi {
+                self.add_boundary(hi);
+            }
+        }
+        // A range the table names this node for while it routes elsewhere keeps its
+        // route: taking a fragment over is the migration engine's step, not this one.
+        let lows: Vec<&Bytes> = fragments.iter().map(|f| &f.0).collect();
+        self.fragments = self
+            .bounds
+            .iter()
+            .map(|b| lows.partition_point(|lo| *lo <= b).saturating_sub(1) as u32)
+            .collect();
+        self.fragment_ids = Arc::new(fragments.iter().map(|f| f.3).collect());
+        self.cluster_version = cluster_version;
+    }
+
     /// The owner of `key` and the index of its cluster fragment, by one search.
     pub fn locate(&self, key: &[u8]) -> (Owner, u32) {
         let i = self.index(key);
@@ -235,5 +265,33 @@ mod tests {
         let mut cache = RouteCache::new(&routes);
         routes.update(|t| t.set_owner(&Bytes::new(), None, Owner::Node(7)));
         assert_eq!(cache.get(&routes).owner_of(b"key:9"), Owner::Node(7));
+    }
+
+    #[test]
+    fn following_the_cluster_table_keeps_local_boundaries_and_relabels() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let mut t = RouteTable::from_ranges(
+            1,
+            vec![(b(""), Owner::Core(0), 10), (b("m"), Owner::Node(2), 11)],
+        );
+        t.add_boundary(&b("f")); // a local split
+                                 // The table split our fragment at "f" (new id 12) and node 2's at "t" (13).
+        let table = vec![
+            (b(""), Some(b("f")), 1, 10),
+            (b("f"), Some(b("m")), 1, 12),
+            (b("m"), Some(b("t")), 2, 11),
+            (b("t"), None, 2, 13),
+        ];
+        t.follow_cluster(5, 1, &table);
+        assert_eq!(t.cluster_version, 5);
+        let at = |k: &str| {
+            let (owner, i) = t.locate(k.as_bytes());
+            (owner, t.fragment_id(i))
+        };
+        assert_eq!(at("a"), (Owner::Core(0), 10));
+        assert_eq!(at("g"), (Owner::Core(0), 12));
+        assert_eq!(at("n"), (Owner::Node(2), 11));
+        assert_eq!(at("z"), (Owner::Node(2), 13));
+        assert_eq!(t.fragment_count(), 4);
     }
 }

@@ -39,6 +39,10 @@ impl ShardEnv {
     }
 }
 
+/// Split points kept for the cluster table; beyond this they are dropped (the table
+/// stays coarser, which is safe).
+const MAX_PENDING_TABLE_SPLITS: usize = 1024;
+
 /// What became of a key request given to this core.
 pub enum Outcome {
     Done(Frame),
@@ -61,6 +65,8 @@ pub struct Shard {
     /// Ranges given to other cores: lo → (hi, core).
     forwarded: BTreeMap<Bytes, (Option<Bytes>, usize)>,
     listings: HashMap<FragmentId, KeyListing>,
+    /// Split points not yet proposed to the cluster table.
+    table_splits: Vec<Bytes>,
     hits: u64,
     misses: u64,
     expired: u64,
@@ -87,6 +93,7 @@ impl Shard {
             fragments,
             forwarded: BTreeMap::new(),
             listings: HashMap::new(),
+            table_splits: Vec::new(),
             hits: 0,
             misses: 0,
             expired: 0,
@@ -184,24 +191,7 @@ impl Shard {
         let half = self.env.geometry.log_capacity / 2;
         if fragment.live_bytes() + need > half {
             if let Some(at) = fragment.split_key(now)? {
-                let upper_id = self.env.next_fragment_id();
-                let (lower, upper) = fragment.split(at.clone(), upper_id, target, now, hugetlb)?;
-                tracing::debug!(
-                    core = self.core,
-                    lower = lower.live_keys(),
-                    upper = upper.live_keys(),
-                    "split fragment"
-                );
-                self.listings.remove(&lower.id());
-                // Retire the replaced region before any write reaches its successor,
-                // so a remote reader holding its descriptor refreshes (decision 0007).
-                if let Some(old) = self.fragments.insert(lo.clone(), lower) {
-                    old.retire();
-                }
-                self.fragments.insert(at.clone(), upper);
-                self.env.routes.update(|t| t.add_boundary(&at));
-                self.splits += 1;
-                return Ok(());
+                return self.split_at(lo, at, now);
             }
         }
         let compacted = fragment.compact(target, need, now, hugetlb)?;
@@ -210,6 +200,78 @@ impl Shard {
         }
         self.compactions += 1;
         Ok(())
+    }
+
+    /// Split the fragment starting at `lo` at key `at`; the cluster table is told
+    /// later ([`Shard::take_table_splits`]).
+    fn split_at(&mut self, lo: &Bytes, at: Bytes, now: u64) -> Result<(), StoreError> {
+        let Some(fragment) = self.fragments.get(lo) else {
+            return Ok(());
+        };
+        let upper_id = self.env.next_fragment_id();
+        let (lower, upper) = fragment.split(
+            at.clone(),
+            upper_id,
+            self.env.region_size as usize,
+            now,
+            self.env.hugepages,
+        )?;
+        tracing::debug!(
+            core = self.core,
+            lower = lower.live_keys(),
+            upper = upper.live_keys(),
+            "split fragment"
+        );
+        self.listings.remove(&lower.id());
+        // Retire the replaced region before any write reaches its successor, so a
+        // remote reader holding its descriptor refreshes (decision 0007).
+        if let Some(old) = self.fragments.insert(lo.clone(), lower) {
+            old.retire();
+        }
+        self.fragments.insert(at.clone(), upper);
+        self.env.routes.update(|t| t.add_boundary(&at));
+        if self.table_splits.len() < MAX_PENDING_TABLE_SPLITS {
+            self.table_splits.push(at);
+        }
+        self.splits += 1;
+        Ok(())
+    }
+
+    /// Split points the cluster table has not been told about yet.
+    pub fn take_table_splits(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.table_splits)
+    }
+
+    /// Local fragment boundaries strictly inside `(lo, hi)`.
+    pub fn boundaries_within(&self, lo: &[u8], hi: Option<&[u8]>) -> Vec<Bytes> {
+        self.fragments
+            .keys()
+            .filter(|b| &b[..] > lo && hi.is_none_or(|h| &b[..] < h))
+            .cloned()
+            .collect()
+    }
+
+    /// Split the fragment holding `key` at its median key (a load split). Returns
+    /// whether it split.
+    pub fn split_hot(&mut self, key: &[u8], now: u64) -> Result<bool, StoreError> {
+        let Some(lo) = self.locate(key) else {
+            return Ok(false);
+        };
+        let Some(at) = self
+            .fragments
+            .get(&lo)
+            .map(|f| f.split_key(now))
+            .transpose()?
+        else {
+            return Ok(false);
+        };
+        match at {
+            Some(at) if at != lo => {
+                self.split_at(&lo, at, now)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Active expiry: remove due keys, a bounded number per fragment per call.
