@@ -44,7 +44,7 @@ fn on_executor(
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static,
 ) {
     LocalExecutorBuilder::default()
-        .spawn(move || f())
+        .spawn(f)
         .expect("executor")
         .join()
         .expect("test body");
