@@ -43,6 +43,22 @@ pub struct MemberAddrs {
     pub fabric: Vec<SocketAddr>,
 }
 
+/// A key range whose requests wait (are retried by the router) while its fragment
+/// hands over to another node: from the fence until the table names the new owner.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub fragment: u64,
+    pub lo: Bytes,
+    pub hi: Option<Bytes>,
+    pub since: Instant,
+}
+
+impl Fence {
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.lo[..] && self.hi.as_ref().is_none_or(|h| key < &h[..])
+    }
+}
+
 pub struct NodeShared {
     pub config: Config,
     cores: usize,
@@ -59,6 +75,9 @@ pub struct NodeShared {
     pub max_bulk_len: AtomicU64,
     pub requirepass: Mutex<Option<Bytes>>,
     cluster: Mutex<Arc<ClusterMap>>,
+    fences: Mutex<Vec<Fence>>,
+    /// How many fences are up: the data path looks at `fences` only when not zero.
+    fenced: std::sync::atomic::AtomicUsize,
     /// The cluster's access picture from every node's tick summaries.
     pub telemetry: Mutex<crate::telemetry::cluster::ClusterTelemetry>,
     /// The replicated ownership table, once the node has one (not when wired by hand).
@@ -75,7 +94,8 @@ impl NodeShared {
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             clients: Clients::default(),
             cursors: Mutex::new(Cursors::default()),
-            fragment_ids: Arc::new(AtomicU64::new(1)),
+            // Unique across the cluster: a migrated fragment keeps its id on its new node.
+            fragment_ids: Arc::new(AtomicU64::new((config.node_id << 40) + 1)),
             geometry: Geometry::sized_for(config.region_size as usize, 72),
             started: Instant::now(),
             maxmemory: AtomicU64::new(config.maxmemory),
@@ -85,6 +105,8 @@ impl NodeShared {
             cluster: Mutex::new(Arc::new(ClusterMap::default())),
             ownership: std::sync::OnceLock::new(),
             telemetry: Mutex::new(Default::default()),
+            fences: Mutex::new(Vec::new()),
+            fenced: std::sync::atomic::AtomicUsize::new(0),
             config,
         }
     }
@@ -130,6 +152,39 @@ impl NodeShared {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn fences_locked(&self) -> std::sync::MutexGuard<'_, Vec<Fence>> {
+        match self.fences.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether requests for `key` must wait for a handover to finish.
+    #[inline]
+    pub fn is_fenced(&self, key: &[u8]) -> bool {
+        self.fenced.load(Ordering::Acquire) > 0
+            && self.fences_locked().iter().any(|f| f.contains(key))
+    }
+
+    pub fn fence(&self, fence: Fence) {
+        let mut fences = self.fences_locked();
+        fences.retain(|f| f.fragment != fence.fragment);
+        fences.push(fence);
+        self.fenced.store(fences.len(), Ordering::Release);
+    }
+
+    pub fn unfence(&self, fragment: u64) -> Option<Fence> {
+        let mut fences = self.fences_locked();
+        let i = fences.iter().position(|f| f.fragment == fragment)?;
+        let fence = fences.remove(i);
+        self.fenced.store(fences.len(), Ordering::Release);
+        Some(fence)
+    }
+
+    pub fn fences(&self) -> Vec<Fence> {
+        self.fences_locked().clone()
     }
 
     pub fn password(&self) -> Option<Bytes> {

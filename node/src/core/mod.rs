@@ -115,9 +115,10 @@ impl CoreCtx {
 type Batches = BTreeMap<usize, Vec<(u32, KeyRequest)>>;
 type NodeBatches = BTreeMap<u64, Vec<(u32, KeyRequest)>>;
 
-/// Times a request is re-routed after an owner answered `Moved` before the client
-/// gets an error; each retry first waits for a newer route table.
-const MOVED_RETRIES: u32 = 5;
+/// Times a request is re-routed after an owner answered `Moved` (or its fragment was
+/// fenced for a handover) before the client gets an error; each retry first waits,
+/// 5 ms doubling, about 1.3 s in all, for a newer route table.
+const MOVED_RETRIES: u32 = 8;
 
 fn not_formed() -> Frame {
     Frame::error("CLUSTERDOWN The cluster is not formed yet")
@@ -137,7 +138,7 @@ impl CoreCtx {
             .collect();
         for attempt in 0..=MOVED_RETRIES {
             let last = attempt == MOVED_RETRIES;
-            let (cores, mut nodes) = self.run_local(pending, &mut out, false);
+            let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false);
             let reads = take_one_sided(&mut nodes);
             let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
                 self.send_keys(cores),
@@ -147,7 +148,24 @@ impl CoreCtx {
             // Reads that could not be served one-sided go as messages.
             let (from_fallback, moved_too) = self.send_to_nodes(fallback, last).await;
             moved.extend(moved_too);
-            for (i, f) in from_cores
+            // Requests fenced here or on another core wait for the handover to finish.
+            let mut done = Vec::new();
+            for (i, r) in from_cores {
+                match r {
+                    Ok(f) => done.push((i, f)),
+                    Err(req) => moved.push((i, req)),
+                }
+            }
+            moved.extend(fenced);
+            if last {
+                for (i, _) in moved.drain(..) {
+                    done.push((
+                        i,
+                        Frame::error("TRYAGAIN the key's fragment is moving; retry shortly"),
+                    ));
+                }
+            }
+            for (i, f) in done
                 .into_iter()
                 .chain(from_nodes)
                 .chain(read)
@@ -424,6 +442,9 @@ impl CoreCtx {
 
     /// Describe, for a peer, the fragment holding `key` on this core.
     pub fn describe_local(&self, key: &[u8]) -> Described {
+        if self.shared.is_fenced(key) {
+            return Described::NotHere;
+        }
         let owner = self
             .routes
             .borrow_mut()
@@ -474,10 +495,16 @@ impl CoreCtx {
             .enumerate()
             .map(|(i, r)| (i as u32, r))
             .collect();
-        let (cores, elsewhere) = self.run_local(pending, &mut out, true);
-        for (i, f) in self.send_keys(cores).await {
-            if let Some(slot) = out.get_mut(i as usize) {
-                *slot = Some(f);
+        let (cores, elsewhere, fenced) = self.run_local(pending, &mut out, true);
+        let mut retry: Vec<u32> = fenced.into_iter().map(|(i, _)| i).collect();
+        for (i, r) in self.send_keys(cores).await {
+            match r {
+                Ok(f) => {
+                    if let Some(slot) = out.get_mut(i as usize) {
+                        *slot = Some(f);
+                    }
+                }
+                Err(_) => retry.push(i),
             }
         }
         let mut replies: Vec<KeyReply> = out
@@ -488,7 +515,8 @@ impl CoreCtx {
                 )
             })
             .collect();
-        for (i, _) in elsewhere.into_values().flatten() {
+        let elsewhere = elsewhere.into_values().flatten().map(|(i, _)| i);
+        for i in elsewhere.chain(retry) {
             if let Some(slot) = replies.get_mut(i as usize) {
                 *slot = KeyReply::Moved;
             }
@@ -503,14 +531,19 @@ impl CoreCtx {
         reqs: Vec<(u32, KeyRequest)>,
         out: &mut [Option<Frame>],
         from_peer: bool,
-    ) -> (Batches, NodeBatches) {
+    ) -> (Batches, NodeBatches, Vec<(u32, KeyRequest)>) {
         let now = now_ms();
         let mut cores = Batches::new();
         let mut nodes = NodeBatches::new();
+        let mut fenced = Vec::new();
         let mut routes = self.routes.borrow_mut();
         let table = routes.get(&self.shared.routes);
         let mut shard = self.shard.borrow_mut();
         for (i, req) in reqs {
+            if self.shared.is_fenced(&req.key) {
+                fenced.push((i, req));
+                continue;
+            }
             match table.owner_of(&req.key) {
                 Owner::Core(c) if c != self.core => cores.entry(c).or_default().push((i, req)),
                 Owner::Core(_) => match shard.execute(&req, now) {
@@ -523,7 +556,7 @@ impl CoreCtx {
             }
         }
         shard.publish_stats();
-        (cores, nodes)
+        (cores, nodes, fenced)
     }
 
     /// Send each node its batch; returns the replies, and the requests to route
@@ -612,7 +645,7 @@ impl CoreCtx {
             .unwrap_or_else(|| "?".into())
     }
 
-    async fn send_keys(&self, batches: Batches) -> Vec<(u32, Frame)> {
+    async fn send_keys(&self, batches: Batches) -> Vec<(u32, Result<Frame, KeyRequest>)> {
         let mut waiting = Vec::with_capacity(batches.len());
         for (core, reqs) in batches {
             stats::bump(&self.shared.stats[self.core].cross_core, reqs.len() as u64);
@@ -635,7 +668,7 @@ impl CoreCtx {
                 Err(_) => out.extend(
                     indices
                         .into_iter()
-                        .map(|i| (i, Frame::error("ERR internal: core did not answer"))),
+                        .map(|i| (i, Ok(Frame::error("ERR internal: core did not answer")))),
                 ),
             }
         }
@@ -789,8 +822,12 @@ async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
                 {
                     let mut shard = ctx.shard.borrow_mut();
                     for (i, req) in reqs {
+                        if ctx.shared.is_fenced(&req.key) {
+                            out.push((i, Err(req)));
+                            continue;
+                        }
                         match shard.execute(&req, now) {
-                            Outcome::Done(f) => out.push((i, f)),
+                            Outcome::Done(f) => out.push((i, Ok(f))),
                             Outcome::Forward(c) => forward.entry(c).or_default().push((i, req)),
                         }
                     }

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::KeyRequest;
-use crate::core::remote::Described;
+use crate::core::remote::{Described, WireFragment};
 use crate::resp::Frame;
 use crate::shard::fanout::{FanoutReply, FanoutReq};
 use crate::telemetry::access::TickSummary;
@@ -52,6 +52,26 @@ pub enum PeerRequest {
     Describe { key: Bytes },
     /// A core's access summary for the tick that just ended.
     Telemetry(TickSummary),
+    /// Migration, asked of the target: pull this table fragment here.
+    MigrateIn { fragment: u64 },
+    /// Migration, asked of the source core: register and describe the regions holding
+    /// `[lo, hi)`.
+    Export {
+        fragment: u64,
+        lo: Bytes,
+        hi: Option<Bytes>,
+    },
+    /// Migration: the current log tails of those regions.
+    Tails { lo: Bytes, hi: Option<Bytes> },
+    /// Migration: stop serving `[lo, hi)` (requests wait), retire its regions, and
+    /// say their final tails and content checksums.
+    Fence {
+        fragment: u64,
+        lo: Bytes,
+        hi: Option<Bytes>,
+    },
+    /// Migration aborted before the commit: serve `[lo, hi)` again.
+    Unfence { fragment: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +135,43 @@ impl PeerFanout {
     }
 }
 
+/// One local region of a migrating table fragment, as its source describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportedRegion {
+    pub lo: Bytes,
+    pub hi: Option<Bytes>,
+    pub region: WireFragment,
+    pub region_len: u64,
+    /// Where the log starts (the index ends).
+    pub log_start: u64,
+    pub tail: u64,
+}
+
+/// A region's state at some moment of a migration: its log tail, the generation of
+/// the region (a compaction or split replaces it), and, once fenced, its checksum.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegionTail {
+    pub generation: u64,
+    pub tail: u64,
+    pub crc: u32,
+}
+
+/// What a finished migration measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MigrationReport {
+    pub fragment: u64,
+    pub from: u64,
+    pub to: u64,
+    pub regions: u32,
+    /// Bytes pulled with one-sided reads, copy and catch-up together.
+    pub bytes: u64,
+    pub copy_us: u64,
+    pub catch_up_rounds: u32,
+    /// From the fence to the commit: how long requests for the fragment waited.
+    pub pause_us: u64,
+    pub total_us: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum KeyReply {
     Done(Frame),
@@ -129,6 +186,10 @@ pub enum PeerReply {
     Fanout(Vec<FanoutReply>),
     Described(Described),
     Ack,
+    Migrated(Result<MigrationReport, String>),
+    Exported(Result<Vec<ExportedRegion>, String>),
+    Tails(Result<Vec<RegionTail>, String>),
+    Fenced(Result<Vec<RegionTail>, String>),
     /// The request could not be taken (malformed, over a limit).
     Refused(String),
 }

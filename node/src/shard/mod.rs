@@ -242,6 +242,68 @@ impl Shard {
         std::mem::take(&mut self.table_splits)
     }
 
+    /// The fragments that make up `[lo, hi)`, in key order, if this core holds all of
+    /// that range and nothing else of it is elsewhere.
+    pub fn fragments_tiling(&self, lo: &[u8], hi: Option<&[u8]>) -> Option<Vec<&Fragment>> {
+        let inside: Vec<&Fragment> = self
+            .fragments
+            .range::<[u8], _>((Bound::Included(lo), Bound::Unbounded))
+            .map(|(_, f)| f)
+            .take_while(|f| hi.is_none_or(|h| &f.lo()[..] < h))
+            .collect();
+        let mut expect: Option<&[u8]> = Some(lo);
+        for f in &inside {
+            if expect != Some(&f.lo()[..]) {
+                return None;
+            }
+            expect = f.hi().map(|h| &h[..]);
+        }
+        (expect == hi && !inside.is_empty()).then_some(inside)
+    }
+
+    /// Give up `[lo, hi)`: its fragments now live on another node. Returns how many
+    /// were dropped (their memory goes when the last peer registration does).
+    pub fn drop_range(&mut self, lo: &[u8], hi: Option<&[u8]>) -> usize {
+        let gone: Vec<Bytes> = self
+            .fragments
+            .range::<[u8], _>((Bound::Included(lo), Bound::Unbounded))
+            .map(|(k, _)| k.clone())
+            .take_while(|k| hi.is_none_or(|h| &k[..] < h))
+            .collect();
+        for k in &gone {
+            if let Some(f) = self.fragments.remove(k) {
+                self.listings.remove(&f.id());
+            }
+        }
+        self.publish_stats();
+        gone.len()
+    }
+
+    /// After an aborted handover: replace each retired region in `[lo, hi)` by a
+    /// fresh copy (a compaction), so the fragment takes writes again.
+    pub fn renew_retired(&mut self, lo: &[u8], hi: Option<&[u8]>, now: u64) {
+        let retired: Vec<Bytes> = self
+            .fragments
+            .range::<[u8], _>((Bound::Included(lo), Bound::Unbounded))
+            .take_while(|(k, _)| hi.is_none_or(|h| &k[..] < h))
+            .filter(|(_, f)| f.is_retired())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in retired {
+            let renewed = self.fragments.get(&k).map(|f| {
+                f.compact(self.env.region_size as usize, 0, now, self.env.hugepages)
+            });
+            match renewed {
+                Some(Ok(fresh)) => {
+                    self.fragments.insert(k, fresh);
+                    self.compactions += 1;
+                }
+                Some(Err(e)) => tracing::error!(core = self.core, "cannot renew a region: {e}"),
+                None => {}
+            }
+        }
+    }
+
     /// Local fragment boundaries strictly inside `(lo, hi)`.
     pub fn boundaries_within(&self, lo: &[u8], hi: Option<&[u8]>) -> Vec<Bytes> {
         self.fragments
