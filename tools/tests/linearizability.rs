@@ -32,7 +32,8 @@ const LOAD: Duration = Duration::from_secs(8);
 const MAX_OPS_PER_CLIENT: usize = 2500;
 /// Every request's reply must arrive within this, else its outcome is unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// Filler keys per test key, on each side of it.
+/// Filler keys per test key, on each side of it, that are overwritten (compactions);
+/// the filler also writes new keys all along (splits all through the run).
 const FILLER_PER_SIDE: usize = 120;
 
 fn augur() -> &'static Path {
@@ -319,6 +320,7 @@ fn run_filler(addrs: &[SocketAddr], keys: &[Vec<u8>], until: Instant, written: &
     let mut rng = StdRng::seed_from_u64(0xf111);
     let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
     let mut turn = 0;
+    let mut fresh = 0;
     while Instant::now() < until {
         turn += 1;
         let i = turn % addrs.len();
@@ -334,9 +336,13 @@ fn run_filler(addrs: &[SocketAddr], keys: &[Vec<u8>], until: Instant, written: &
                 let near = &keys[rng.gen_range(0..keys.len())];
                 let side = if rng.gen_bool(0.5) { "a" } else { "z" };
                 let mut k = near.clone();
-                k.extend_from_slice(
-                    format!(":{side}{:04}", rng.gen_range(0..FILLER_PER_SIDE)).as_bytes(),
-                );
+                let n = if rng.gen_bool(0.15) {
+                    fresh += 1;
+                    FILLER_PER_SIDE + fresh
+                } else {
+                    rng.gen_range(0..FILLER_PER_SIDE)
+                };
+                k.extend_from_slice(format!(":{side}{n:06}").as_bytes());
                 // `near` itself sorts before its ":a…" and ":z…" neighbours; put the
                 // "a" side before it by dropping the last byte of the key's stem.
                 if side == "a" {
@@ -444,6 +450,7 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
     let t0 = Instant::now();
     let until = t0 + LOAD;
     let filled = AtomicU64::new(0);
+    let halfway: Mutex<Vec<NodeCounters>> = Mutex::new(Vec::new());
     let results: Mutex<Vec<(Vec<Record>, ClientStats)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         s.spawn(|| run_filler(&addrs, &keys, until, &filled));
@@ -457,8 +464,15 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
                 results.lock().expect("results").push((records, stats));
             });
         }
+        // Half-way through, to show splits and compactions go on under the clients
+        // rather than only while the filler first fills the ranges.
+        while Instant::now() < t0 + LOAD / 2 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *halfway.lock().expect("halfway") = admin.iter_mut().map(counters).collect();
     });
     let load = t0.elapsed();
+    let halfway = halfway.into_inner().expect("halfway");
     let after: Vec<NodeCounters> = admin.iter_mut().map(counters).collect();
 
     let mut per_key: Vec<Vec<Op<Vec<u8>>>> = vec![Vec::new(); keys.len()];
@@ -522,6 +536,15 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
             .map(|(b, a)| f(a) - f(b))
             .collect()
     };
+    let late = |f: fn(&NodeCounters) -> u64| -> Vec<u64> {
+        halfway
+            .iter()
+            .zip(&after)
+            .map(|(h, a)| f(a) - f(h))
+            .collect()
+    };
+    let late_splits = late(|c| c.splits);
+    let late_compactions = late(|c| c.compactions);
     let splits = delta(|c| c.splits);
     let compactions = delta(|c| c.compactions);
     let remote_reads: u64 = delta(|c| c.remote_reads).iter().sum();
@@ -535,7 +558,8 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
     println!(
         "linearizability: ops {} (known+unknown) = {ops_total}, keys {} (ops per key {:?}), \
          reads of an absent key {absent_reads}, \
-         splits {splits:?}, compactions {compactions:?} per node, remote reads {remote_reads} \
+         splits {splits:?} ({late_splits:?} in the second half), \
+         compactions {compactions:?} ({late_compactions:?}) per node, remote reads {remote_reads} \
          (retries {remote_retries}), filler writes {}, errors {} (reconnects {reconnects}), \
          violations {}; start {up:.1?}, load {load:.1?}, check {checked_in:.1?}",
         kinds_line.join(" "),
@@ -562,8 +586,20 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
             splits[n],
             compactions[n]
         );
+        assert!(
+            late_splits[n] + late_compactions[n] > 0,
+            "node {} replaced no region in the run's second half",
+            n + 1
+        );
     }
     assert!(remote_reads > 0, "no one-sided remote reads happened");
+    // Only the clients read, and only the test keys: a reader that met a replaced
+    // region (counted as a retry) proves the test keys' own fragments were split or
+    // compacted under remote readers, not just some fragment of the node.
+    assert!(
+        remote_retries > 0,
+        "no remote reader met a replaced region of a test key"
+    );
     for (kind, (ok, _)) in &kinds {
         assert!(*ok >= 50, "only {ok} completed {kind:?} ops");
     }
