@@ -3,6 +3,8 @@
 //! Where a request flows, top to bottom (each module imports only ones below it):
 //! - [`node`]: start-up only: one pinned glommio executor per core, each accepting
 //!   its own connections (`SO_REUSEPORT`);
+//! - [`migrate`]: live migration of a fragment to another node (one-sided copy,
+//!   catch-up, fenced handoff, commit);
 //! - [`server`]: a client's connection ([`server::connection`]: read, parse every
 //!   complete request, execute the batch, reply in order), INFO, CLIENT, `/metrics`;
 //! - [`core`]: the per-core runtime: [`core::CoreCtx::run_keys`] routes each key
@@ -21,6 +23,7 @@ pub mod config;
 pub mod context;
 pub mod core;
 pub mod glob;
+pub mod migrate;
 pub mod node;
 pub mod ownership;
 pub mod resp;

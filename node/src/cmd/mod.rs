@@ -99,11 +99,21 @@ pub enum FanoutCmd {
     Keys(Bytes),
 }
 
+/// Which table fragment a cluster command names.
+#[derive(Debug, Clone)]
+pub enum FragmentRef {
+    Id(u64),
+    /// The fragment holding this key.
+    Key(Bytes),
+}
+
 #[derive(Debug)]
 pub enum Plan {
     Keys(KeyPlan),
     Conn(ConnCmd),
     Fanout(FanoutCmd),
+    /// AUGUR MIGRATE: move a fragment to node `to` (runs until it is done).
+    Migrate { fragment: FragmentRef, to: u64 },
 }
 
 /// Settings a parser needs from the running config.

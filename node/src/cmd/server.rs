@@ -27,12 +27,28 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
             "STATUS" if args.len() == 1 => Plan::Conn(ConnCmd::AugurStatus),
             "STATUS" => return Err(args::wrong_arity("augur|status")),
             "WHERE" if args.len() == 2 => Plan::Conn(ConnCmd::AugurWhere(args[1].clone())),
+            // AUGUR MIGRATE <fragment-id> <node-id> | AUGUR MIGRATE KEY <key> <node-id>
+            "MIGRATE" if args.len() == 3 => Plan::Migrate {
+                fragment: super::FragmentRef::Id(u64_arg(&args[1])?),
+                to: u64_arg(&args[2])?,
+            },
+            "MIGRATE" if args.len() == 4 && upper(&args[1]) == "KEY" => Plan::Migrate {
+                fragment: super::FragmentRef::Key(args[2].clone()),
+                to: u64_arg(&args[3])?,
+            },
+            "MIGRATE" => return Err(Frame::error(args::SYNTAX)),
             "WHERE" => return Err(args::wrong_arity("augur|where")),
             _ => return Err(subcommand_error("AUGUR", &args[0])),
         },
         "CONFIG" => config(args)?,
         _ => command(args)?,
     })
+}
+
+fn u64_arg(b: &Bytes) -> Result<u64, Frame> {
+    args::parse_i64(b)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| Frame::error(args::NOT_INTEGER))
 }
 
 fn subcommand_error(cmd: &str, sub: &Bytes) -> Frame {

@@ -215,6 +215,44 @@ impl CoreCtx {
             .collect()
     }
 
+    /// Take over a fragment that migrated here.
+    pub fn install(&self, fragment: crate::store::Fragment) {
+        self.shard.borrow_mut().adopt(fragment);
+    }
+
+    /// A handover of `fragment` was abandoned before its commit: serve the range again,
+    /// on fresh regions (the fenced ones were retired for one-sided readers).
+    pub fn abandon_fence(&self, fragment: u64) {
+        if let Some(f) = self.shared.unfence(fragment) {
+            tracing::info!(core = self.core, fragment, "handover abandoned; serving again");
+            self.shard
+                .borrow_mut()
+                .renew_retired(&f.lo, f.hi.as_deref(), now_ms());
+        }
+    }
+
+    /// Fences whose handover committed: drop the data here (the new owner has it);
+    /// fences left without a commit for too long: abandon them.
+    fn tidy_fences(&self) {
+        let Some(ownership) = self.shared.ownership.get() else {
+            return;
+        };
+        let table = ownership.table();
+        let me = self.shared.cluster().my_id;
+        for f in self.shared.fences() {
+            let owner = table.fragment(f.fragment).map(|e| e.owner);
+            if owner.is_some_and(|o| o != me) {
+                let dropped = self.shard.borrow_mut().drop_range(&f.lo, f.hi.as_deref());
+                if dropped > 0 || self.shard.borrow().fragment_for(&f.lo).is_none() {
+                    self.shared.unfence(f.fragment);
+                    tracing::info!(core = self.core, fragment = f.fragment, dropped, "handed over");
+                }
+            } else if f.since.elapsed() > FENCE_TIMEOUT {
+                self.abandon_fence(f.fragment);
+            }
+        }
+    }
+
     /// Tell the cluster table about a split made here (in the background; a refused
     /// proposal only leaves the table coarser than the local fragments).
     fn propose_split(&self, at: Bytes) {
@@ -773,6 +811,10 @@ fn take_one_sided(nodes: &mut NodeBatches) -> Vec<(u32, u64, KeyRequest)> {
     reads
 }
 
+/// A source that fenced a fragment for a handover and saw no commit within this long
+/// serves it again (the target died or gave up).
+const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Key requests to one node are sent in batches of about this many bytes.
 pub const PEER_BATCH_BYTES: usize = 16 << 20;
 
@@ -904,6 +946,7 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
         for at in splits {
             ctx.propose_split(at);
         }
+        ctx.tidy_fences();
         let mut shard = ctx.shard.borrow_mut();
         let Some((target, fragment)) = shard.pick_fragment_to_move() else {
             continue;

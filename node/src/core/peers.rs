@@ -66,6 +66,16 @@ impl Peers {
         addr: SocketAddr,
         req: &PeerRequest,
     ) -> Result<PeerReply, PeerError> {
+        self.request_with_timeout(addr, req, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Peers::request`] for requests that take long by nature (a migration).
+    pub async fn request_with_timeout(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        req: &PeerRequest,
+        limit: Duration,
+    ) -> Result<PeerReply, PeerError> {
         let link = self.link(addr).await?;
         let payload = wire::encode(req).map_err(|e| PeerError::Protocol(addr, e.to_string()))?;
         let id = link.next_id.get();
@@ -96,7 +106,7 @@ impl Peers {
                     // A peer that stops answering is treated as gone: drop the link so
                     // the next request reconnects (or fails fast if it is down).
                     self.drop_link(addr, &link);
-                    return Err(PeerError::Timeout(addr, REQUEST_TIMEOUT));
+                    return Err(PeerError::Timeout(addr, limit));
                 }
             }?;
         wire::decode(&bytes, self.max_reply).map_err(|e| PeerError::Protocol(addr, e.to_string()))

@@ -167,6 +167,7 @@ pub async fn execute_batch(
                 let reply = match other {
                     Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
                     Plan::Fanout(f) => fanout(ctx, f).await,
+                    Plan::Migrate { fragment, to } => migrate(ctx, fragment, to).await,
                     Plan::Keys(_) => Frame::error("ERR internal"),
                 };
                 slots.push(Slot::Ready(reply));
@@ -223,6 +224,37 @@ fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
             .into_iter()
             .find(Frame::is_error)
             .unwrap_or_else(Frame::ok),
+    }
+}
+
+/// AUGUR MIGRATE: run a migration and say how it went.
+async fn migrate(ctx: &CoreCtx, fragment: cmd::FragmentRef, to: u64) -> Frame {
+    let id = match fragment {
+        cmd::FragmentRef::Id(id) => id,
+        cmd::FragmentRef::Key(key) => match ctx
+            .shared
+            .ownership
+            .get()
+            .and_then(|o| o.table().fragment_for(&key).map(|f| f.id))
+        {
+            Some(id) => id,
+            None => return Frame::error("ERR no fragment holds that key"),
+        },
+    };
+    match crate::migrate::start(ctx, id, to).await {
+        Ok(r) => Frame::Bulk(Bytes::from(format!(
+            "fragment {} moved from node {} to node {}: {} regions, {} bytes in {:.1} ms (copy {:.1} ms, {} catch-up rounds), write pause {} us",
+            r.fragment,
+            r.from,
+            r.to,
+            r.regions,
+            r.bytes,
+            r.total_us as f64 / 1000.0,
+            r.copy_us as f64 / 1000.0,
+            r.catch_up_rounds,
+            r.pause_us
+        ))),
+        Err(e) => Frame::error(format!("ERR migration of fragment {id} failed: {e}")),
     }
 }
 

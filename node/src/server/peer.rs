@@ -73,7 +73,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, conn: TcpConnection) {
     }
 }
 
-async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
+async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
     match req {
         PeerRequest::Keys {
             cluster_version,
@@ -81,6 +81,11 @@ async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
         } => PeerReply::Keys(ctx.run_keys_for_peer(cluster_version, reqs).await),
         PeerRequest::Fanout(f) => PeerReply::Fanout(ctx.fanout_node(&f.into_local()).await),
         PeerRequest::Describe { key } => PeerReply::Described(ctx.describe_local(&key)),
+        PeerRequest::MigrateIn { .. }
+        | PeerRequest::Export { .. }
+        | PeerRequest::Tails { .. }
+        | PeerRequest::Fence { .. }
+        | PeerRequest::Unfence { .. } => crate::migrate::answer(ctx, req).await,
         PeerRequest::Telemetry(summary) => {
             // Only members report; anything else is dropped, not stored.
             if ctx.shared.cluster().members.contains_key(&summary.node) {

@@ -1,0 +1,214 @@
+//! Live migration in a real 3-node cluster: a fragment moves while clients on every
+//! node write and read it; afterwards every acknowledged write reads back with its
+//! latest value through every node, and no client ever saw an error.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use augur_bench::cluster::{ClusterOptions, LocalCluster};
+use redis::Commands;
+
+fn cluster() -> LocalCluster {
+    let log_dir = std::env::temp_dir().join(format!("augur-test-migration-{}", std::process::id()));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    LocalCluster::start(
+        Path::new(env!("CARGO_BIN_EXE_augur")),
+        ClusterOptions {
+            nodes: 3,
+            base_port: 0,
+            cores: 1,
+            log_dir,
+            ready_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .expect("cluster starts")
+}
+
+fn connect(addr: std::net::SocketAddr) -> redis::Connection {
+    let con = redis::Client::open(format!("redis://{addr}/"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    con.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    con
+}
+
+/// The node that owns `key`, asked of any node.
+fn owner(con: &mut redis::Connection, key: &str) -> u64 {
+    let place: String = redis::cmd("AUGUR")
+        .arg("WHERE")
+        .arg(key)
+        .query(con)
+        .expect("where");
+    place
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
+}
+
+fn migrate(con: &mut redis::Connection, key: &str, to: u64) -> String {
+    redis::cmd("AUGUR")
+        .arg("MIGRATE")
+        .arg("KEY")
+        .arg(key)
+        .arg(to)
+        .query(con)
+        .unwrap_or_else(|e| panic!("migration of {key} to {to} failed: {e}"))
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(HashMap<String, String>, u64, Vec<String>)>>,
+}
+
+/// One writer per node: each SETs its own keys of the fragment holding `m:`, reads
+/// back what it wrote, and remembers the last acknowledged value of every key.
+fn start_load(c: &LocalCluster) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(t, n)| {
+            let (addr, stop) = (n.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut con = connect(addr);
+                let mut last = HashMap::new();
+                let mut errors = Vec::new();
+                let mut ops = 0u64;
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    seq += 1;
+                    let key = format!("m:{t}:{}", seq % 64);
+                    let value = format!("{t}-{seq}-{}", "v".repeat(100));
+                    match con.set::<_, _, ()>(&key, &value) {
+                        Ok(()) => {
+                            last.insert(key.clone(), value.clone());
+                        }
+                        Err(e) => errors.push(format!("SET {key}: {e}")),
+                    }
+                    match con.get::<_, Option<String>>(&key) {
+                        Ok(Some(v)) if Some(&v) == last.get(&key) => {}
+                        Ok(other) => errors.push(format!("GET {key} read {other:?}")),
+                        Err(e) => errors.push(format!("GET {key}: {e}")),
+                    }
+                    ops += 2;
+                }
+                (last, ops, errors)
+            })
+        })
+        .collect();
+    Load { stop, threads }
+}
+
+impl Load {
+    fn finish(self) -> (HashMap<String, String>, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = HashMap::new();
+        let mut ops = 0;
+        let mut errors = Vec::new();
+        for t in self.threads {
+            let (last, n, e) = t.join().expect("load thread");
+            all.extend(last);
+            ops += n;
+            errors.extend(e);
+        }
+        (all, ops, errors)
+    }
+}
+
+fn check_everywhere(c: &LocalCluster, last: &HashMap<String, String>) {
+    for n in &c.nodes {
+        let mut con = connect(n.addr);
+        for (k, v) in last {
+            let got: Option<String> = con.get(k).expect("get");
+            assert_eq!(got.as_ref(), Some(v), "key {k} through node {}", n.id);
+        }
+    }
+}
+
+#[test]
+fn a_fragment_moves_under_load_and_nothing_is_lost() {
+    let c = cluster();
+    let mut admin = connect(c.nodes[0].addr);
+    // Some data first, so the copy has something to move.
+    for i in 0..2000 {
+        let _: () = admin
+            .set(format!("m:seed:{i}"), "s".repeat(200))
+            .expect("seed");
+    }
+    let from = owner(&mut admin, "m:0");
+    let to = from % 3 + 1;
+    let load = start_load(&c);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = migrate(&mut admin, "m:0", to);
+    assert!(report.contains(&format!("to node {to}")), "{report}");
+    eprintln!("{report}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (last, ops, errors) = load.finish();
+    assert!(errors.is_empty(), "clients saw {} errors: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    assert!(ops > 100, "the load did too little: {ops} ops");
+    assert_eq!(owner(&mut admin, "m:0"), to);
+    check_everywhere(&c, &last);
+    for i in (0..2000).step_by(97) {
+        let v: String = connect(c.nodes[2].addr).get(format!("m:seed:{i}")).expect("seed survives");
+        assert_eq!(v.len(), 200);
+    }
+}
+
+#[test]
+fn back_and_forth_migrations_under_load_give_no_client_errors() {
+    let c = cluster();
+    let mut admin = connect(c.nodes[1].addr);
+    let load = start_load(&c);
+    let started = Instant::now();
+    let rounds = 30;
+    for i in 0..rounds {
+        let to = (owner(&mut admin, "m:0") % 3) + 1;
+        let _ = migrate(&mut admin, "m:0", to);
+        assert_eq!(owner(&mut admin, "m:0"), to, "round {i}");
+    }
+    let (last, ops, errors) = load.finish();
+    eprintln!(
+        "{rounds} migrations in {:?} under {ops} client ops",
+        started.elapsed()
+    );
+    assert!(errors.is_empty(), "clients saw {} errors: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    check_everywhere(&c, &last);
+}
+
+#[test]
+fn a_refused_migration_leaves_the_source_serving() {
+    let c = cluster();
+    let mut admin = connect(c.nodes[0].addr);
+    let _: () = admin.set("m:x", "before").expect("set");
+    let from = owner(&mut admin, "m:x");
+    // To a node that does not exist, and to the owner itself: both refused.
+    let err = redis::cmd("AUGUR")
+        .arg("MIGRATE")
+        .arg("KEY")
+        .arg("m:x")
+        .arg(99)
+        .query::<String>(&mut admin)
+        .expect_err("node 99 does not exist");
+    assert!(err.to_string().contains("migration"), "{err}");
+    let err = redis::cmd("AUGUR")
+        .arg("MIGRATE")
+        .arg("KEY")
+        .arg("m:x")
+        .arg(from)
+        .query::<String>(&mut admin)
+        .expect_err("already there");
+    assert!(err.to_string().contains("already"), "{err}");
+    assert_eq!(owner(&mut admin, "m:x"), from);
+    let _: () = admin.set("m:x", "after").expect("still takes writes");
+    let v: String = connect(c.nodes[2].addr).get("m:x").expect("get");
+    assert_eq!(v, "after");
+}
