@@ -31,6 +31,8 @@ pub enum StoreError {
     Corrupt(#[from] RecordError),
     #[error("fragment retired: a compaction or split replaced it")]
     Retired,
+    #[error("bad region copy: {0}")]
+    BadCopy(#[from] super::copy::CopyError),
     #[error("region allocation failed: {0}")]
     Alloc(#[from] std::io::Error),
 }
@@ -68,7 +70,7 @@ impl Geometry {
         self
     }
 
-    fn slot_capacity(buckets: usize) -> usize {
+    pub(super) fn slot_capacity(buckets: usize) -> usize {
         (buckets as f64 * layout::SLOTS_PER_BUCKET as f64 * MAX_LOAD) as usize
     }
 
@@ -84,24 +86,24 @@ struct Probe {
 }
 
 pub struct Fragment {
-    id: FragmentId,
-    lo: Bytes,
-    hi: Option<Bytes>,
-    region: Region,
-    bucket_mask: usize,
-    tail: usize,
-    epoch: u64,
-    next_seq: u64,
-    generation: u64,
-    used_slots: usize,
-    max_slots: usize,
-    live_keys: usize,
-    live_bytes: usize,
+    pub(super) id: FragmentId,
+    pub(super) lo: Bytes,
+    pub(super) hi: Option<Bytes>,
+    pub(super) region: Region,
+    pub(super) bucket_mask: usize,
+    pub(super) tail: usize,
+    pub(super) epoch: u64,
+    pub(super) next_seq: u64,
+    pub(super) generation: u64,
+    pub(super) used_slots: usize,
+    pub(super) max_slots: usize,
+    pub(super) live_keys: usize,
+    pub(super) live_bytes: usize,
     /// `(expire_at_ms, record offset)` of records written with a TTL; entries whose
     /// record was since replaced are skipped when they come due.
-    expiries: BTreeSet<(u64, usize)>,
+    pub(super) expiries: BTreeSet<(u64, usize)>,
     /// Bumped on every change, so a cached key listing knows it is stale.
-    changes: u64,
+    pub(super) changes: u64,
 }
 
 impl std::fmt::Debug for Fragment {

@@ -1,9 +1,11 @@
 //! Where the bytes live: fragments in memfd regions (`header | index | log`).
 //! `layout` is the byte format, `region` the mapping, `fragment` the operations.
 
+pub mod copy;
 pub mod fragment;
 pub mod layout;
 pub mod region;
 
+pub use copy::{CopyError, CopyHeader};
 pub use fragment::{Fragment, FragmentId, Geometry, StoreError};
 pub use layout::RecordView;
