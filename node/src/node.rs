@@ -180,37 +180,24 @@ fn watch_ownership(shared: Arc<NodeShared>, ownership: Ownership) {
     let spawned = std::thread::Builder::new()
         .name("augur-ownership-watch".into())
         .spawn(move || {
-            let mut seen = 0;
+            let mut seen = (0, None, Role::Shutdown);
             loop {
-                let table = ownership.table();
                 let status = ownership.status();
                 if status.role == Role::Shutdown {
                     return;
                 }
-                let mut map = cluster_map(&table, shared.cluster().my_id);
-                map.leader = status.leader;
-                map.role = format!("{:?}", status.role).to_lowercase();
-                shared.set_cluster(map);
-                if table.applied != seen {
-                    seen = table.applied;
-                    let me = shared.cluster().my_id;
-                    let fragments: Vec<_> = table
-                        .fragments
-                        .values()
-                        .map(|f| {
-                            (
-                                Bytes::copy_from_slice(&f.lo),
-                                f.hi.as_deref().map(Bytes::copy_from_slice),
-                                f.owner,
-                                f.id,
-                            )
-                        })
-                        .collect();
-                    shared
-                        .routes
-                        .update(|r| r.follow_cluster(table.applied, me, &fragments));
+                let now = (ownership.version(), status.leader, status.role);
+                if now != seen {
+                    seen = now;
+                    let mut map = cluster_map(&ownership.table(), shared.cluster().my_id);
+                    map.leader = status.leader;
+                    map.role = format!("{:?}", status.role).to_lowercase();
+                    shared.set_cluster(map);
+                    shared.follow_table();
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                // Cores also refresh on their own when an owner says "moved"; this
+                // tick bounds how stale a node that sends nothing can be.
+                std::thread::sleep(Duration::from_millis(10));
             }
         });
     if let Err(e) = spawned {

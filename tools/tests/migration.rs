@@ -53,6 +53,19 @@ fn owner(con: &mut redis::Connection, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
 }
 
+/// Wait until `con`'s node routes `key` to `node` (nodes learn a commit from their
+/// copy of the table within a watcher tick).
+fn wait_owner(con: &mut redis::Connection, key: &str, node: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while owner(con, key) != node {
+        assert!(
+            Instant::now() < deadline,
+            "{key} never routed to node {node}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn migrate(con: &mut redis::Connection, key: &str, to: u64) -> String {
     redis::cmd("AUGUR")
         .arg("MIGRATE")
@@ -63,9 +76,12 @@ fn migrate(con: &mut redis::Connection, key: &str, to: u64) -> String {
         .unwrap_or_else(|e| panic!("migration of {key} to {to} failed: {e}"))
 }
 
+/// What one writer did: the last acknowledged value per key, ops, errors seen.
+type Outcome = (HashMap<String, String>, u64, Vec<String>);
+
 struct Load {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(HashMap<String, String>, u64, Vec<String>)>>,
+    threads: Vec<std::thread::JoinHandle<Outcome>>,
 }
 
 /// One writer per node: each SETs its own keys of the fragment holding `m:`, reads
@@ -95,7 +111,7 @@ fn start_load(c: &LocalCluster) -> Load {
                         Err(e) => errors.push(format!("SET {key}: {e}")),
                     }
                     match con.get::<_, Option<String>>(&key) {
-                        Ok(Some(v)) if Some(&v) == last.get(&key) => {}
+                        Ok(v) if v.as_ref() == last.get(&key) => {}
                         Ok(other) => errors.push(format!("GET {key} read {other:?}")),
                         Err(e) => errors.push(format!("GET {key}: {e}")),
                     }
@@ -109,7 +125,7 @@ fn start_load(c: &LocalCluster) -> Load {
 }
 
 impl Load {
-    fn finish(self) -> (HashMap<String, String>, u64, Vec<String>) {
+    fn finish(self) -> Outcome {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = HashMap::new();
         let mut ops = 0;
@@ -153,12 +169,19 @@ fn a_fragment_moves_under_load_and_nothing_is_lost() {
     eprintln!("{report}");
     std::thread::sleep(Duration::from_millis(500));
     let (last, ops, errors) = load.finish();
-    assert!(errors.is_empty(), "clients saw {} errors: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "clients saw {} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
     assert!(ops > 100, "the load did too little: {ops} ops");
-    assert_eq!(owner(&mut admin, "m:0"), to);
+    wait_owner(&mut admin, "m:0", to);
     check_everywhere(&c, &last);
     for i in (0..2000).step_by(97) {
-        let v: String = connect(c.nodes[2].addr).get(format!("m:seed:{i}")).expect("seed survives");
+        let v: String = connect(c.nodes[2].addr)
+            .get(format!("m:seed:{i}"))
+            .expect("seed survives");
         assert_eq!(v.len(), 200);
     }
 }
@@ -169,18 +192,27 @@ fn back_and_forth_migrations_under_load_give_no_client_errors() {
     let mut admin = connect(c.nodes[1].addr);
     let load = start_load(&c);
     let started = Instant::now();
-    let rounds = 30;
+    let rounds = 100;
     for i in 0..rounds {
         let to = (owner(&mut admin, "m:0") % 3) + 1;
-        let _ = migrate(&mut admin, "m:0", to);
-        assert_eq!(owner(&mut admin, "m:0"), to, "round {i}");
+        let report = migrate(&mut admin, "m:0", to);
+        assert!(
+            report.contains(&format!("to node {to}")),
+            "round {i}: {report}"
+        );
+        wait_owner(&mut admin, "m:0", to);
     }
     let (last, ops, errors) = load.finish();
     eprintln!(
         "{rounds} migrations in {:?} under {ops} client ops",
         started.elapsed()
     );
-    assert!(errors.is_empty(), "clients saw {} errors: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "clients saw {} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
     check_everywhere(&c, &last);
 }
 

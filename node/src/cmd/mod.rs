@@ -113,7 +113,10 @@ pub enum Plan {
     Conn(ConnCmd),
     Fanout(FanoutCmd),
     /// AUGUR MIGRATE: move a fragment to node `to` (runs until it is done).
-    Migrate { fragment: FragmentRef, to: u64 },
+    Migrate {
+        fragment: FragmentRef,
+        to: u64,
+    },
 }
 
 /// Settings a parser needs from the running config.

@@ -187,6 +187,33 @@ impl NodeShared {
         self.fences_locked().clone()
     }
 
+    /// Bring the route table up to the node's copy of the ownership table (other
+    /// nodes' owners, boundaries, fragment labels). Cheap when nothing changed.
+    pub fn follow_table(&self) {
+        let Some(ownership) = self.ownership.get() else {
+            return;
+        };
+        if ownership.version() <= self.routes.snapshot().cluster_version {
+            return;
+        }
+        let table = ownership.table();
+        let me = ownership.node_id();
+        let fragments: Vec<_> = table
+            .fragments
+            .values()
+            .map(|f| {
+                (
+                    Bytes::copy_from_slice(&f.lo),
+                    f.hi.as_deref().map(Bytes::copy_from_slice),
+                    f.owner,
+                    f.id,
+                )
+            })
+            .collect();
+        self.routes
+            .update(|r| r.follow_cluster(table.applied, me, &fragments));
+    }
+
     pub fn password(&self) -> Option<Bytes> {
         match self.requirepass.lock() {
             Ok(p) => p.clone(),

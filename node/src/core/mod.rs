@@ -115,10 +115,10 @@ impl CoreCtx {
 type Batches = BTreeMap<usize, Vec<(u32, KeyRequest)>>;
 type NodeBatches = BTreeMap<u64, Vec<(u32, KeyRequest)>>;
 
-/// Times a request is re-routed after an owner answered `Moved` (or its fragment was
-/// fenced for a handover) before the client gets an error; each retry first waits,
-/// 5 ms doubling, about 1.3 s in all, for a newer route table.
-const MOVED_RETRIES: u32 = 8;
+/// How long a request is re-routed after an owner answered `Moved` (or its fragment
+/// was fenced for a handover) before the client gets `-TRYAGAIN`; each retry first
+/// waits (5 ms doubling up to 50 ms) and refreshes the routes from the table.
+const RETRY_FOR: Duration = Duration::from_secs(5);
 
 fn not_formed() -> Frame {
     Frame::error("CLUSTERDOWN The cluster is not formed yet")
@@ -136,8 +136,9 @@ impl CoreCtx {
             .enumerate()
             .map(|(i, r)| (i as u32, r))
             .collect();
-        for attempt in 0..=MOVED_RETRIES {
-            let last = attempt == MOVED_RETRIES;
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        for attempt in 0u32.. {
+            let last = std::time::Instant::now() >= deadline;
             let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false);
             let reads = take_one_sided(&mut nodes);
             let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
@@ -150,15 +151,15 @@ impl CoreCtx {
             moved.extend(moved_too);
             // Requests fenced here or on another core wait for the handover to finish.
             let mut done = Vec::new();
+            let mut fenced = fenced;
             for (i, r) in from_cores {
                 match r {
                     Ok(f) => done.push((i, f)),
-                    Err(req) => moved.push((i, req)),
+                    Err(req) => fenced.push((i, req)),
                 }
             }
-            moved.extend(fenced);
             if last {
-                for (i, _) in moved.drain(..) {
+                for (i, _) in moved.drain(..).chain(fenced.drain(..)) {
                     done.push((
                         i,
                         Frame::error("TRYAGAIN the key's fragment is moving; retry shortly"),
@@ -175,17 +176,27 @@ impl CoreCtx {
                     *slot = Some(f);
                 }
             }
-            if moved.is_empty() {
+            if moved.is_empty() && fenced.is_empty() {
                 break;
             }
             stats::bump(
                 &self.shared.stats[self.core].moved_retries,
-                moved.len() as u64,
+                (moved.len() + fenced.len()) as u64,
             );
+            if !fenced.is_empty() {
+                // Queued behind a handover: go on when it resolves (to the new owner
+                // after a commit, here after an abort), not on a timer.
+                self.wait_unfenced(&fenced).await;
+            }
+            if !moved.is_empty() {
+                // An owner said the key is not its own: this node's table is behind.
+                let backoff = Duration::from_millis(5 << attempt.min(4));
+                glommio::timer::sleep(backoff.min(Duration::from_millis(50))).await;
+            }
+            self.shared.follow_table();
+            moved.extend(fenced);
+            moved.sort_unstable_by_key(|(i, _)| *i);
             pending = moved;
-            // An owner said the key is not its own: our table is behind. Give the
-            // ownership watcher time to publish the newer one.
-            glommio::timer::sleep(Duration::from_millis(5 << attempt)).await;
         }
         let out: Vec<Frame> = out
             .into_iter()
@@ -200,6 +211,16 @@ impl CoreCtx {
             access.record(fragment, write, bytes + reply_bytes);
         }
         out
+    }
+
+    /// Wait, bounded by `FENCE_WAIT`, until none of these keys is fenced any more.
+    async fn wait_unfenced(&self, reqs: &[(u32, KeyRequest)]) {
+        let deadline = std::time::Instant::now() + FENCE_WAIT;
+        while reqs.iter().any(|(_, r)| self.shared.is_fenced(&r.key))
+            && std::time::Instant::now() < deadline
+        {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// For telemetry: each request's cluster fragment, whether it writes, and the
@@ -224,7 +245,11 @@ impl CoreCtx {
     /// on fresh regions (the fenced ones were retired for one-sided readers).
     pub fn abandon_fence(&self, fragment: u64) {
         if let Some(f) = self.shared.unfence(fragment) {
-            tracing::info!(core = self.core, fragment, "handover abandoned; serving again");
+            tracing::info!(
+                core = self.core,
+                fragment,
+                "handover abandoned; serving again"
+            );
             self.shard
                 .borrow_mut()
                 .renew_retired(&f.lo, f.hi.as_deref(), now_ms());
@@ -241,11 +266,21 @@ impl CoreCtx {
         let me = self.shared.cluster().my_id;
         for f in self.shared.fences() {
             let owner = table.fragment(f.fragment).map(|e| e.owner);
-            if owner.is_some_and(|o| o != me) {
+            if let Some(owner) = owner.filter(|o| *o != me) {
+                // Route to the new owner first: with the data gone and the route still
+                // here, requests would find nothing.
+                self.shared
+                    .routes
+                    .update(|r| r.set_owner(&f.lo, f.hi.as_ref(), Owner::Node(owner)));
                 let dropped = self.shard.borrow_mut().drop_range(&f.lo, f.hi.as_deref());
                 if dropped > 0 || self.shard.borrow().fragment_for(&f.lo).is_none() {
                     self.shared.unfence(f.fragment);
-                    tracing::info!(core = self.core, fragment = f.fragment, dropped, "handed over");
+                    tracing::info!(
+                        core = self.core,
+                        fragment = f.fragment,
+                        dropped,
+                        "handed over"
+                    );
                 }
             } else if f.since.elapsed() > FENCE_TIMEOUT {
                 self.abandon_fence(f.fragment);
@@ -533,8 +568,29 @@ impl CoreCtx {
             .enumerate()
             .map(|(i, r)| (i as u32, r))
             .collect();
-        let (cores, elsewhere, fenced) = self.run_local(pending, &mut out, true);
-        let mut retry: Vec<u32> = fenced.into_iter().map(|(i, _)| i).collect();
+        let (cores, mut elsewhere, fenced) = self.run_local(pending, &mut out, true);
+        let mut retry: Vec<u32> = Vec::new();
+        if !fenced.is_empty() {
+            // Hold them until the handover resolves, then run them here (an abort) or
+            // answer `Moved` (a commit: the asker refreshes and goes to the new owner).
+            self.wait_unfenced(&fenced).await;
+            self.shared.follow_table();
+            let (cores_too, elsewhere_too, still) = self.run_local(fenced, &mut out, true);
+            retry.extend(still.into_iter().map(|(i, _)| i));
+            for (n, reqs) in elsewhere_too {
+                elsewhere.entry(n).or_default().extend(reqs);
+            }
+            for (i, r) in self.send_keys(cores_too).await {
+                match r {
+                    Ok(f) => {
+                        if let Some(slot) = out.get_mut(i as usize) {
+                            *slot = Some(f);
+                        }
+                    }
+                    Err(_) => retry.push(i),
+                }
+            }
+        }
         for (i, r) in self.send_keys(cores).await {
             match r {
                 Ok(f) => {
@@ -811,6 +867,9 @@ fn take_one_sided(nodes: &mut NodeBatches) -> Vec<(u32, u64, KeyRequest)> {
     reads
 }
 
+/// How long a request waits behind a handover before it is routed again anyway.
+const FENCE_WAIT: Duration = Duration::from_secs(5);
+
 /// A source that fenced a fragment for a handover and saw no commit within this long
 /// serves it again (the target died or gave up).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -939,8 +998,9 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
             let mut shard = ctx.shard.borrow_mut();
             shard.expire_due(now_ms());
             shard.publish_stats();
-            ctx.exports
-                .tidy(|id, generation| shard.generation_of(id) == Some(generation));
+            ctx.exports.tidy(|id, generation, identity| {
+                shard.region_of(id) == Some((generation, identity))
+            });
             shard.take_table_splits()
         };
         for at in splits {

@@ -101,6 +101,9 @@ pub enum Described {
 
 struct Export {
     generation: u64,
+    /// The region's identity (`store::Region::identity`): a fragment keeps its id and
+    /// generation when it migrates, so those alone could name an old copy.
+    identity: u64,
     mr: TcpMr,
 }
 
@@ -120,8 +123,9 @@ impl Exports {
     ) -> Result<RemoteFragment, String> {
         let id = fragment.id();
         let generation = fragment.generation();
+        let identity = fragment.region().identity();
         if let Some(e) = self.live.borrow().get(&id) {
-            if e.generation == generation {
+            if e.generation == generation && e.identity == identity {
                 return Ok(RemoteFragment::describe(fragment, e.mr.descriptor()));
             }
         }
@@ -134,7 +138,14 @@ impl Exports {
             .register(&region, Access::READ)
             .map_err(|e| format!("registering fragment {id}: {e}"))?;
         let described = RemoteFragment::describe(fragment, mr.descriptor());
-        let old = self.live.borrow_mut().insert(id, Export { generation, mr });
+        let old = self.live.borrow_mut().insert(
+            id,
+            Export {
+                generation,
+                identity,
+                mr,
+            },
+        );
         if let Some(old) = old {
             self.retiring.borrow_mut().push((Instant::now(), old.mr));
         }
@@ -143,13 +154,15 @@ impl Exports {
 
     /// Retire registrations of regions this core no longer serves (replaced, or the
     /// fragment moved away), and drop those retired for longer than the grace period.
-    pub fn tidy(&self, still_current: impl Fn(u64, u64) -> bool) {
+    /// `still_current(id, generation, identity)` says whether this core still serves
+    /// that region.
+    pub fn tidy(&self, still_current: impl Fn(u64, u64, u64) -> bool) {
         let now = Instant::now();
         let stale: Vec<u64> = self
             .live
             .borrow()
             .iter()
-            .filter(|(id, e)| !still_current(**id, e.generation))
+            .filter(|(id, e)| !still_current(**id, e.generation, e.identity))
             .map(|(id, _)| *id)
             .collect();
         for id in stale {

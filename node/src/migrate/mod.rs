@@ -32,9 +32,7 @@ use bytes::Bytes;
 
 use crate::context::Fence;
 use crate::core::remote::WireFragment;
-use crate::core::wire::{
-    ExportedRegion, MigrationReport, PeerReply, PeerRequest, RegionTail,
-};
+use crate::core::wire::{ExportedRegion, MigrationReport, PeerReply, PeerRequest, RegionTail};
 use crate::core::CoreCtx;
 use crate::ownership::{Change, FragmentState};
 use crate::router::table::Owner;
@@ -79,7 +77,17 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         .get()
         .ok_or("this node has no ownership table")?;
     let me = ctx.shared.cluster().my_id;
-    let table = ownership.table();
+    // This node's copy of the table may lag a migration that just finished elsewhere.
+    let settle = Instant::now() + Duration::from_secs(2);
+    let mut table = ownership.table();
+    while table
+        .fragment(fragment)
+        .is_some_and(|f| f.state != FragmentState::Stable)
+        && Instant::now() < settle
+    {
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+        table = ownership.table();
+    }
     let f = table
         .fragment(fragment)
         .cloned()
@@ -93,7 +101,10 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
     let source = table
         .members
         .get(&f.owner)
-        .and_then(|m| m.fabric_addrs.get(f.core as usize % m.fabric_addrs.len().max(1)))
+        .and_then(|m| {
+            m.fabric_addrs
+                .get(f.core as usize % m.fabric_addrs.len().max(1))
+        })
         .copied()
         .ok_or_else(|| format!("owner node {} has no fabric endpoint", f.owner))?;
     propose(
@@ -278,6 +289,20 @@ async fn copy_and_hand_off(
     }
     let mut fragments = Vec::with_capacity(pulls.len());
     for (p, fin) in pulls.into_iter().zip(&finals) {
+        let header_tail = {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&p.region.bytes()[32..40]);
+            u64::from_le_bytes(w)
+        };
+        if header_tail != fin.tail {
+            tracing::warn!(
+                copied = p.copied,
+                header_tail,
+                final_tail = fin.tail,
+                exported_tail = p.exported.tail,
+                "copied header disagrees with the fenced tail"
+            );
+        }
         let Pull {
             exported,
             region,
@@ -325,18 +350,34 @@ async fn copy_and_hand_off(
             }
         }
     }
+    // Install only once this node's copy of the table shows the commit, and stamp the
+    // route with that version, so no route update from an older table can undo it.
+    let ownership = ctx.shared.ownership.get().ok_or("no ownership table")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let version = loop {
+        let table = ownership.table();
+        if table
+            .fragment(fragment)
+            .is_some_and(|f| f.owner == report.to)
+        {
+            break table.applied;
+        }
+        if Instant::now() > deadline {
+            return Err("the commit did not reach this node's table".into());
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    };
     // A fragment coming back to a node it left may still find its old, retired copy
     // and fence here (reclaim runs on the maintenance tick): the new copy replaces both.
-    ctx.shard
-        .borrow_mut()
-        .drop_range(lo, hi.map(|h| &h[..]));
+    ctx.shard.borrow_mut().drop_range(lo, hi.map(|h| &h[..]));
     ctx.shared.unfence(fragment);
     for f in fragments {
         ctx.install(f);
     }
-    ctx.shared
-        .routes
-        .update(|r| r.set_owner(lo, hi, Owner::Core(core)));
+    ctx.shared.routes.update(|r| {
+        r.set_owner(lo, hi, Owner::Core(core));
+        r.cluster_version = r.cluster_version.max(version);
+    });
     report.pause_us = fenced_at.elapsed().as_micros() as u64;
     Ok(())
 }
@@ -373,7 +414,9 @@ async fn catch_up(
     let mut moved = 0;
     for (p, t) in pulls.iter_mut().zip(tails) {
         if t.generation != p.exported.region.generation {
-            return Err("a source region was replaced (compaction or split) during the copy".into());
+            return Err(
+                "a source region was replaced (compaction or split) during the copy".into(),
+            );
         }
         if t.tail < p.copied || t.tail > p.exported.region_len {
             return Err("a source region's log went backwards or past its end".into());
@@ -386,7 +429,11 @@ async fn catch_up(
 
 // ---- the source's side ---------------------------------------------------------------
 
-fn describe_regions(ctx: &CoreCtx, lo: &Bytes, hi: Option<&Bytes>) -> Result<Vec<ExportedRegion>, String> {
+fn describe_regions(
+    ctx: &CoreCtx,
+    lo: &Bytes,
+    hi: Option<&Bytes>,
+) -> Result<Vec<ExportedRegion>, String> {
     let shard = ctx.shard.borrow();
     let parts = shard
         .fragments_tiling(lo, hi.map(|h| &h[..]))
@@ -429,7 +476,12 @@ fn tails(ctx: &CoreCtx, lo: &Bytes, hi: Option<&Bytes>) -> Result<Vec<RegionTail
 
 /// Fence, retire and checksum, with nothing in between: this core is the only
 /// writer of these fragments and nothing here awaits.
-fn fence(ctx: &CoreCtx, fragment: u64, lo: &Bytes, hi: Option<&Bytes>) -> Result<Vec<RegionTail>, String> {
+fn fence(
+    ctx: &CoreCtx,
+    fragment: u64,
+    lo: &Bytes,
+    hi: Option<&Bytes>,
+) -> Result<Vec<RegionTail>, String> {
     ctx.shared.fence(Fence {
         fragment,
         lo: lo.clone(),
@@ -460,7 +512,9 @@ fn fence(ctx: &CoreCtx, fragment: u64, lo: &Bytes, hi: Option<&Bytes>) -> Result
 pub async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
     match req {
         PeerRequest::MigrateIn { fragment } => PeerReply::Migrated(migrate_in(ctx, fragment).await),
-        PeerRequest::Export { lo, hi, .. } => PeerReply::Exported(describe_regions(ctx, &lo, hi.as_ref())),
+        PeerRequest::Export { lo, hi, .. } => {
+            PeerReply::Exported(describe_regions(ctx, &lo, hi.as_ref()))
+        }
         PeerRequest::Tails { lo, hi } => PeerReply::Tails(tails(ctx, &lo, hi.as_ref())),
         PeerRequest::Fence { fragment, lo, hi } => {
             PeerReply::Fenced(fence(ctx, fragment, &lo, hi.as_ref()))
@@ -487,7 +541,11 @@ pub async fn start(ctx: &CoreCtx, fragment: u64, to: u64) -> Result<MigrationRep
         .ok_or_else(|| format!("node {to} is not a member"))?;
     match ctx
         .peers
-        .request_with_timeout(addr, &PeerRequest::MigrateIn { fragment }, MIGRATION_TIMEOUT)
+        .request_with_timeout(
+            addr,
+            &PeerRequest::MigrateIn { fragment },
+            MIGRATION_TIMEOUT,
+        )
         .await
     {
         Ok(PeerReply::Migrated(r)) => r,

@@ -83,6 +83,11 @@ impl RouteTable {
         me: u64,
         fragments: &[(Bytes, Option<Bytes>, u64, u64)],
     ) {
+        // Never go back to an older table: a route set after a newer commit (a
+        // migration's install) must not be undone by a watcher holding an older copy.
+        if cluster_version <= self.cluster_version {
+            return;
+        }
         for (lo, hi, owner, _) in fragments {
             self.add_boundary(lo);
             if *owner != me {

@@ -109,12 +109,12 @@ impl Shard {
         self.fragments.get(&self.locate(key)?)
     }
 
-    /// The region generation of fragment `id`, if this core still holds it.
-    pub fn generation_of(&self, id: FragmentId) -> Option<u64> {
+    /// The region generation and identity of fragment `id`, if this core holds it.
+    pub fn region_of(&self, id: FragmentId) -> Option<(u64, u64)> {
         self.fragments
             .values()
             .find(|f| f.id() == id)
-            .map(Fragment::generation)
+            .map(|f| (f.generation(), f.region().identity()))
     }
 
     /// Where a key this core does not hold went (another core of this node).
@@ -290,9 +290,10 @@ impl Shard {
             .map(|(k, _)| k.clone())
             .collect();
         for k in retired {
-            let renewed = self.fragments.get(&k).map(|f| {
-                f.compact(self.env.region_size as usize, 0, now, self.env.hugepages)
-            });
+            let renewed = self
+                .fragments
+                .get(&k)
+                .map(|f| f.compact(self.env.region_size as usize, 0, now, self.env.hugepages));
             match renewed {
                 Some(Ok(fresh)) => {
                     self.fragments.insert(k, fresh);

@@ -18,6 +18,9 @@ pub struct Region {
     map: MmapMut,
     file: File,
     hugetlb: bool,
+    /// The memfd's inode number: unique among live regions, and never reused while
+    /// anyone (a peer registration) still holds the file.
+    identity: u64,
 }
 
 impl std::fmt::Debug for Region {
@@ -74,8 +77,10 @@ impl Region {
         // behind the mapping's back; its bytes are written only through this mapping
         // (the second mapping `export_file` allows is registered for remote READ only).
         let map = unsafe { MmapOptions::new().len(len).map_mut(&file)? };
+        let identity = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
         Ok(Region {
             map,
+            identity,
             file,
             hugetlb: extra_flags & libc::MFD_HUGETLB != 0,
         })
@@ -83,6 +88,12 @@ impl Region {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Which memory this is (the memfd's inode): two regions with the same fragment id
+    /// and generation — a fragment that migrated away and back — still differ here.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     pub fn is_empty(&self) -> bool {
