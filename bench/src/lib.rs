@@ -1,4 +1,5 @@
 //! augur-bench: load drivers, local clusters and comparison benchmarks.
 pub mod client;
 pub mod cluster;
+pub mod latency;
 pub mod vs_redis;
