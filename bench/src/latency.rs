@@ -545,10 +545,19 @@ fn redis_version(binary: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The 1-minute load average, to put the figures of a shared machine in context.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
 /// Runs the benchmark; the table goes to stdout, progress to stderr.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     opts.validate()?;
     let started = Instant::now();
+    let load_before = load_average();
     let deadline = started + Duration::from_secs(opts.max_seconds);
     let augur = match &opts.augur {
         Some(p) => p.clone(),
@@ -713,9 +722,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
     println!(
         "  machine:      {} cpus, SHARED and NOISY (other jobs run beside this benchmark; \
-         {} node cores + redis + this client compete for them)",
+         {} node cores + redis + this client compete for them); load average {} at start, {} at end",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        opts.nodes * opts.cores
+        opts.nodes * opts.cores,
+        load_before,
+        load_average()
     );
     println!(
         "  latency:      hdrhistogram of ns per GET, shown in µs; per case the median over reps"
