@@ -1,5 +1,6 @@
 //! augur-bench: load drivers, local clusters and comparison benchmarks.
 pub mod client;
 pub mod cluster;
+pub mod latency;
 pub mod lincheck;
 pub mod vs_redis;

@@ -69,6 +69,9 @@ struct StatusArgs {
 enum BenchCommand {
     /// augur vs redis-server under the same redis-benchmark runs, plus bytes per key.
     VsRedis(augur_bench::vs_redis::Options),
+    /// GET latency (p50/p99/p99.9) for a key on the connection's core, on another core,
+    /// on another node (one-sided reads over TCP) and on redis-server, in one run.
+    Latency(augur_bench::latency::Options),
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -244,6 +247,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Up(args)) => cluster_up(args),
         Command::Status(args) => status(args),
         Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
+        Command::Bench(BenchCommand::Latency(opts)) => augur_bench::latency::run(&opts),
     }
 }
 
