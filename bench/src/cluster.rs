@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
+    /// Extra environment for every node (fault-injection hooks in tests).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -46,6 +48,7 @@ impl Default for ClusterOptions {
             secret: None,
             ready_timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -220,6 +223,7 @@ impl LocalCluster {
             // Through the environment, so the secret is not in `ps` output.
             .env("AUGUR_CLUSTER_SECRET", &self.secret)
             .args(&self.opts.extra_args)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

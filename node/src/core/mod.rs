@@ -109,6 +109,9 @@ impl CoreCtx {
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
         glommio::spawn_local(telemetry_ticks(ctx.clone())).detach();
+        if ctx.core == 0 {
+            glommio::spawn_local(watch_handovers(ctx.clone())).detach();
+        }
     }
 }
 
@@ -947,6 +950,67 @@ async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
         }
     }
 }
+
+/// The source's side of a migration's failure handling: every second, for each
+/// fragment this node owns that the table says is migrating, ask the target whether it
+/// is there. After `TARGET_GONE_AFTER` failed asks in a row the handover is abandoned:
+/// the fence (if any) lifts, the source serves on fresh regions, and the state goes
+/// back to `Stable`, so the fragment can move again later.
+async fn watch_handovers(ctx: Rc<CoreCtx>) {
+    let mut failures: HashMap<u64, u32> = HashMap::new();
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let Some(ownership) = ctx.shared.ownership.get() else {
+            continue;
+        };
+        let table = ownership.table();
+        let me = ctx.shared.cluster().my_id;
+        let migrating: Vec<(u64, u64)> = table
+            .fragments
+            .values()
+            .filter(|f| f.owner == me)
+            .filter_map(|f| match f.state {
+                FragmentState::Migrating { to, .. } => Some((f.id, to)),
+                _ => None,
+            })
+            .collect();
+        failures.retain(|id, _| migrating.iter().any(|(f, _)| f == id));
+        for (fragment, to) in migrating {
+            let addr = table
+                .members
+                .get(&to)
+                .and_then(|m| m.fabric_addrs.first())
+                .copied();
+            let alive = match addr {
+                Some(addr) => ctx
+                    .peers
+                    .request_with_timeout(addr, &PeerRequest::Ping, Duration::from_secs(1))
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            let n = failures.entry(fragment).or_default();
+            *n = if alive { 0 } else { *n + 1 };
+            if *n >= TARGET_GONE_AFTER {
+                tracing::warn!(
+                    fragment,
+                    to,
+                    "migration target unreachable: abandoning the handover"
+                );
+                ctx.abandon_fence(fragment);
+                let reply = ownership.propose(Change::SetState {
+                    fragment,
+                    state: FragmentState::Stable,
+                });
+                let _ = reply.await;
+                failures.remove(&fragment);
+            }
+        }
+    }
+}
+
+/// Failed pings (one a second) after which a migration's source gives up on its target.
+const TARGET_GONE_AFTER: u32 = 3;
 
 /// Every telemetry interval, summarise this core's accesses and send them out; core 0
 /// adds the node's resource use.

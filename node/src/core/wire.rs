@@ -72,6 +72,8 @@ pub enum PeerRequest {
     },
     /// Migration aborted before the commit: serve `[lo, hi)` again.
     Unfence { fragment: u64 },
+    /// Are you there? (A migration's source watching its target.)
+    Ping,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -268,6 +268,7 @@ async fn copy_and_hand_off(
         }
     }
 
+    test_delay("AUGUR_TEST_DELAY_BEFORE_FENCE_MS").await;
     // Hand off: from here requests for the range wait.
     let fenced_at = Instant::now();
     let finals = match ask(PeerRequest::Fence {
@@ -281,6 +282,7 @@ async fn copy_and_hand_off(
         PeerReply::Fenced(Err(e)) => return Err(format!("source cannot fence: {e}")),
         other => return Err(format!("source answered {other:?} to Fence")),
     };
+    test_delay("AUGUR_TEST_DELAY_AFTER_FENCE_MS").await;
     report.bytes += catch_up(&conn, &mut pulls, &finals).await?;
     // The index changed in place since the copy: take all of it, and the header.
     for p in &mut pulls {
@@ -380,6 +382,15 @@ async fn copy_and_hand_off(
     });
     report.pause_us = fenced_at.elapsed().as_micros() as u64;
     Ok(())
+}
+
+/// Fault-injection tests widen a phase to kill a node inside it: the variable holds
+/// milliseconds (unset or unparsable: no delay). Read per migration, never per request.
+async fn test_delay(var: &str) {
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        tracing::warn!("{var}: pausing this migration {ms} ms");
+        glommio::timer::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
 }
 
 /// READ `[from, to)` of a region into the same offsets here; returns the bytes moved.

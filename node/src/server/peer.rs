@@ -86,6 +86,7 @@ async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
         | PeerRequest::Tails { .. }
         | PeerRequest::Fence { .. }
         | PeerRequest::Unfence { .. } => crate::migrate::answer(ctx, req).await,
+        PeerRequest::Ping => PeerReply::Ack,
         PeerRequest::Telemetry(summary) => {
             // Only members report; anything else is dropped, not stored.
             if ctx.shared.cluster().members.contains_key(&summary.node) {
