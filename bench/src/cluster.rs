@@ -35,6 +35,9 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// Extra environment for every node (fault-injection hooks in tests).
     pub env: Vec<(String, String)>,
+    /// `--placement-policy` for every node; the default is `static`, so that tests
+    /// and benchmarks see no moves they did not ask for (`None`: the node's default).
+    pub policy: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -49,6 +52,7 @@ impl Default for ClusterOptions {
             ready_timeout: Duration::from_secs(120),
             extra_args: Vec::new(),
             env: Vec::new(),
+            policy: Some("static".into()),
         }
     }
 }
@@ -229,6 +233,9 @@ impl LocalCluster {
             .stderr(err);
         if let Some(j) = join {
             cmd.args(["--join", &j.to_string()]);
+        }
+        if let Some(p) = &self.opts.policy {
+            cmd.args(["--placement-policy", p]);
         }
         if let Some(dir) = &self.opts.dir {
             let d = dir.join(format!("node-{id}"));

@@ -56,6 +56,9 @@ pub struct Config {
     /// Seconds two neighbouring fragments of one node must be cold (no access) before
     /// the leader merges them in the table; 0 turns merging off.
     pub merge_after_s: u64,
+    /// How the leader places fragments: `static` (never moves them), `reactive` (after
+    /// a node's clients dominate a fragment's load for a while) or `predictive`.
+    pub placement_policy: String,
 }
 
 impl Default for Config {
@@ -83,9 +86,13 @@ impl Default for Config {
             telemetry_interval_ms: 1000,
             split_load: 50_000,
             merge_after_s: 300,
+            placement_policy: "predictive".into(),
         }
     }
 }
+
+/// The placement policies a node knows.
+pub const POLICIES: [&str; 3] = ["static", "reactive", "predictive"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -128,6 +135,9 @@ impl Config {
             if secret.len() < 16 {
                 return invalid("cluster-secret must be at least 16 bytes");
             }
+        }
+        if !POLICIES.contains(&self.placement_policy.as_str()) {
+            return invalid("placement-policy must be static, reactive or predictive");
         }
         if (self.join.is_some() || self.cluster_size > 1) && self.cluster_secret.is_none() {
             return invalid("a cluster of several nodes needs cluster-secret");

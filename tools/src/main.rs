@@ -27,6 +27,11 @@ enum Command {
     Cluster(ClusterCommand),
     /// Nodes, fragments and owners of the cluster a node belongs to.
     Status(StatusArgs),
+    /// Move a fragment (or the fragment holding a key) to another node, live.
+    Migrate(MigrateArgs),
+    /// Show or set how the cluster places fragments.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -56,6 +61,38 @@ struct ClusterUpArgs {
     /// Cores per node (the nodes share this machine).
     #[arg(long, default_value_t = 1)]
     cores: u32,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["fragment", "key"])))]
+struct MigrateArgs {
+    /// Table fragment id (see `augur status`).
+    #[arg(long)]
+    fragment: Option<u64>,
+    /// A key: its fragment moves.
+    #[arg(long)]
+    key: Option<String>,
+    /// Node id to move it to.
+    #[arg(long)]
+    to: u64,
+    /// Client port of any node.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Set the placement policy on every node: static, reactive or predictive.
+    Set {
+        policy: String,
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+    },
+    /// The policy in force.
+    Get {
+        #[arg(long, default_value_t = 6379)]
+        port: u16,
+    },
 }
 
 #[derive(Args)]
@@ -142,6 +179,9 @@ struct NodeArgs {
     /// Seconds of no access after which neighbouring fragments merge (0: never).
     #[arg(long)]
     merge_after_s: Option<u64>,
+    /// Placement: static, reactive or predictive.
+    #[arg(long)]
+    placement_policy: Option<String>,
 }
 
 fn memory(flag: &str, value: &str) -> anyhow::Result<u64> {
@@ -221,6 +261,9 @@ impl NodeArgs {
         if let Some(v) = self.merge_after_s {
             c.merge_after_s = v;
         }
+        if let Some(v) = self.placement_policy {
+            c.placement_policy = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -246,6 +289,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(ClusterCommand::Up(args)) => cluster_up(args),
         Command::Status(args) => status(args),
+        Command::Migrate(args) => migrate(args),
+        Command::Policy(PolicyCommand::Set { policy, port }) => {
+            print_reply(port, &[b"AUGUR", b"POLICY", b"SET", policy.as_bytes()])
+        }
+        Command::Policy(PolicyCommand::Get { port }) => {
+            print_reply(port, &[b"AUGUR", b"POLICY", b"GET"])
+        }
         Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
         Command::Bench(BenchCommand::Latency(opts)) => augur_bench::latency::run(&opts),
     }
@@ -275,6 +325,7 @@ fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
         cores: args.cores,
         dir: args.dir,
         log_dir: log_dir.clone(),
+        policy: None, // the nodes' default: predictive
         ..Default::default()
     };
     let mut cluster = augur_bench::cluster::LocalCluster::start(&augur, opts, |n| {
@@ -310,5 +361,52 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
             Ok(())
         }
         None => anyhow::bail!("unexpected reply to AUGUR STATUS: {reply:?}"),
+    }
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let to = args.to.to_string();
+    let id = args.fragment.map(|f| f.to_string());
+    let request: Vec<&[u8]> = match (&id, &args.key) {
+        (Some(id), _) => vec![b"AUGUR", b"MIGRATE", id.as_bytes(), to.as_bytes()],
+        (None, Some(k)) => vec![b"AUGUR", b"MIGRATE", b"KEY", k.as_bytes(), to.as_bytes()],
+        (None, None) => anyhow::bail!("--fragment or --key"),
+    };
+    // The node answers when the migration is over; show that something is happening.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let started = std::time::Instant::now();
+    let ticker = std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            eprint!("\rmigrating... {:.1} s", started.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        eprintln!();
+    });
+    let result =
+        augur_bench::client::Resp::connect(args.port).and_then(|mut c| c.command(&request));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
+    let reply = result?;
+    match augur_bench::client::text(&reply) {
+        Some(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        None => anyhow::bail!("{reply:?}"),
+    }
+}
+
+fn print_reply(port: u16, request: &[&[u8]]) -> anyhow::Result<()> {
+    let mut c = augur_bench::client::Resp::connect(port)?;
+    let reply = c.command(request)?;
+    match augur_bench::client::text(&reply) {
+        Some(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        None => anyhow::bail!("{reply:?}"),
     }
 }

@@ -79,6 +79,8 @@ pub enum ConnCmd {
     Time,
     /// AUGUR STATUS: the cluster's nodes and fragments as text tables.
     AugurStatus,
+    /// AUGUR POLICY GET.
+    AugurPolicy,
     /// AUGUR WHERE key: `node <id> core <c>` (or `node <id>` when another node owns
     /// it), for tools that need keys at known places.
     AugurWhere(Bytes),
@@ -116,6 +118,15 @@ pub enum Plan {
     Migrate {
         fragment: FragmentRef,
         to: u64,
+    },
+    /// AUGUR POLICY SET: on every member.
+    SetPolicy(String),
+    /// AUGUR HINT: node `node` will need `[lo, hi)` for `seconds`; on every member.
+    Hint {
+        lo: Bytes,
+        hi: Option<Bytes>,
+        node: u64,
+        seconds: u64,
     },
 }
 

@@ -37,6 +37,39 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
                 to: u64_arg(&args[3])?,
             },
             "MIGRATE" => return Err(Frame::error(args::SYNTAX)),
+            "POLICY" if args.len() == 2 && upper(&args[1]) == "GET" => {
+                Plan::Conn(ConnCmd::AugurPolicy)
+            }
+            "POLICY" if args.len() == 3 && upper(&args[1]) == "SET" => {
+                let p = String::from_utf8_lossy(&args[2]).to_lowercase();
+                if !crate::config::POLICIES.contains(&p.as_str()) {
+                    return Err(Frame::error(
+                        "ERR unknown policy; use static, reactive or predictive",
+                    ));
+                }
+                Plan::SetPolicy(p)
+            }
+            "POLICY" => return Err(Frame::error(args::SYNTAX)),
+            // AUGUR HINT KEY <key> <node> <seconds> | AUGUR HINT <lo> <hi|+inf> <node> <seconds>
+            "HINT" if args.len() == 5 => {
+                let (lo, hi) = if upper(&args[1]) == "KEY" {
+                    // The key's own range: [key, key + "\0").
+                    let mut next = args[2].to_vec();
+                    next.push(0);
+                    (args[2].clone(), Some(Bytes::from(next)))
+                } else {
+                    let hi = (&args[2][..] != b"+inf").then(|| args[2].clone());
+                    (args[1].clone(), hi)
+                };
+                let seconds = u64_arg(&args[4])?.min(86_400);
+                Plan::Hint {
+                    lo,
+                    hi,
+                    node: u64_arg(&args[3])?,
+                    seconds,
+                }
+            }
+            "HINT" => return Err(Frame::error(args::SYNTAX)),
             "WHERE" => return Err(args::wrong_arity("augur|where")),
             _ => return Err(subcommand_error("AUGUR", &args[0])),
         },

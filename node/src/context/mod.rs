@@ -43,6 +43,19 @@ pub struct MemberAddrs {
     pub fabric: Vec<SocketAddr>,
 }
 
+/// An application's word that `node` will need `[lo, hi)` until `until_ms`
+/// (`AUGUR HINT`), weighed by the placement controller like a forecast.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HintEntry {
+    pub lo: Bytes,
+    pub hi: Option<Bytes>,
+    pub node: u64,
+    pub until_ms: u64,
+}
+
+/// Hints kept at once; the oldest go first.
+pub const MAX_HINTS: usize = 1024;
+
 /// A key range whose requests wait (are retried by the router) while its fragment
 /// hands over to another node: from the fence until the table names the new owner.
 #[derive(Debug, Clone)]
@@ -76,6 +89,9 @@ pub struct NodeShared {
     pub requirepass: Mutex<Option<Bytes>>,
     cluster: Mutex<Arc<ClusterMap>>,
     fences: Mutex<Vec<Fence>>,
+    /// The placement policy in force (a name from `config::POLICIES`).
+    pub policy: Mutex<String>,
+    pub hints: Mutex<Vec<HintEntry>>,
     /// How many fences are up: the data path looks at `fences` only when not zero.
     fenced: std::sync::atomic::AtomicUsize,
     /// The cluster's access picture from every node's tick summaries.
@@ -106,6 +122,8 @@ impl NodeShared {
             ownership: std::sync::OnceLock::new(),
             telemetry: Mutex::new(Default::default()),
             fences: Mutex::new(Vec::new()),
+            policy: Mutex::new(config.placement_policy.clone()),
+            hints: Mutex::new(Vec::new()),
             fenced: std::sync::atomic::AtomicUsize::new(0),
             config,
         }
@@ -212,6 +230,46 @@ impl NodeShared {
             .collect();
         self.routes
             .update(|r| r.follow_cluster(table.applied, me, &fragments));
+    }
+
+    pub fn policy(&self) -> String {
+        match self.policy.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set_policy(&self, policy: &str) {
+        match self.policy.lock() {
+            Ok(mut p) => *p = policy.to_string(),
+            Err(poisoned) => *poisoned.into_inner() = policy.to_string(),
+        }
+    }
+
+    /// Keep a hint (bounded; expired ones are dropped first).
+    pub fn add_hint(&self, hint: HintEntry, now_ms: u64) {
+        let mut hints = match self.hints.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        hints.retain(|h| h.until_ms > now_ms);
+        if hints.len() >= MAX_HINTS {
+            hints.remove(0);
+        }
+        hints.push(hint);
+    }
+
+    /// Hints still in force at `now_ms`.
+    pub fn hints(&self, now_ms: u64) -> Vec<HintEntry> {
+        let hints = match self.hints.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        hints
+            .iter()
+            .filter(|h| h.until_ms > now_ms)
+            .cloned()
+            .collect()
     }
 
     pub fn password(&self) -> Option<Bytes> {

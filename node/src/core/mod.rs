@@ -402,10 +402,16 @@ impl CoreCtx {
     /// End a telemetry tick: this core's summary goes to every member (this node's
     /// own straight into its aggregate), without waiting on slow peers.
     fn ship_telemetry(self: &Rc<Self>, tick: Duration, resources: Option<Resources>) {
-        let fragments = {
+        let (fragments, sizes) = {
             let mut routes = self.routes.borrow_mut();
             let table = routes.get(&self.shared.routes);
-            self.access.borrow_mut().drain(|i| table.fragment_id(i))
+            let counts = self.access.borrow_mut().drain(|i| table.fragment_id(i));
+            let mut sizes: HashMap<u64, u64> = HashMap::new();
+            for (lo, bytes) in self.shard.borrow().sizes() {
+                let (_, index) = table.locate(&lo);
+                *sizes.entry(table.fragment_id(index)).or_default() += bytes;
+            }
+            (counts, sizes.into_iter().collect())
         };
         let cluster = self.shared.cluster();
         let summary = TickSummary {
@@ -413,6 +419,7 @@ impl CoreCtx {
             core: self.core as u32,
             tick_ms: tick.as_millis() as u64,
             fragments,
+            sizes,
             resources,
         };
         for (id, member) in &cluster.members {

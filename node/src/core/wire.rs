@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::KeyRequest;
+use crate::context::HintEntry;
 use crate::core::remote::{Described, WireFragment};
 use crate::resp::Frame;
 use crate::shard::fanout::{FanoutReply, FanoutReq};
@@ -49,11 +50,15 @@ pub enum PeerRequest {
     /// Ask every core of the receiving node.
     Fanout(PeerFanout),
     /// Describe the region of the fragment holding this key, for one-sided reads.
-    Describe { key: Bytes },
+    Describe {
+        key: Bytes,
+    },
     /// A core's access summary for the tick that just ended.
     Telemetry(TickSummary),
     /// Migration, asked of the target: pull this table fragment here.
-    MigrateIn { fragment: u64 },
+    MigrateIn {
+        fragment: u64,
+    },
     /// Migration, asked of the source core: register and describe the regions holding
     /// `[lo, hi)`.
     Export {
@@ -62,7 +67,10 @@ pub enum PeerRequest {
         hi: Option<Bytes>,
     },
     /// Migration: the current log tails of those regions.
-    Tails { lo: Bytes, hi: Option<Bytes> },
+    Tails {
+        lo: Bytes,
+        hi: Option<Bytes>,
+    },
     /// Migration: stop serving `[lo, hi)` (requests wait), retire its regions, and
     /// say their final tails and content checksums.
     Fence {
@@ -71,9 +79,14 @@ pub enum PeerRequest {
         hi: Option<Bytes>,
     },
     /// Migration aborted before the commit: serve `[lo, hi)` again.
-    Unfence { fragment: u64 },
+    Unfence {
+        fragment: u64,
+    },
     /// Are you there? (A migration's source watching its target.)
     Ping,
+    /// Placement settings every member keeps, so whichever node leads has them.
+    SetPolicy(String),
+    Hint(HintEntry),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

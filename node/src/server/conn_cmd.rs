@@ -134,6 +134,7 @@ pub fn execute(ctx: &CoreCtx, session: &mut Session, cmd: ConnCmd, name: &Bytes)
         ConnCmd::Info(sections) => {
             Frame::Verbatim(Bytes::from(super::info::render(ctx, &sections)))
         }
+        ConnCmd::AugurPolicy => Frame::Bulk(Bytes::from(shared.policy())),
         ConnCmd::AugurWhere(key) => {
             let me = shared.cluster().my_id;
             let owner = shared.routes.snapshot().owner_of(&key);

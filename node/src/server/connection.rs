@@ -168,6 +168,26 @@ pub async fn execute_batch(
                     Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
                     Plan::Fanout(f) => fanout(ctx, f).await,
                     Plan::Migrate { fragment, to } => migrate(ctx, fragment, to).await,
+                    Plan::SetPolicy(p) => {
+                        ctx.shared.set_policy(&p);
+                        broadcast(ctx, crate::core::wire::PeerRequest::SetPolicy(p)).await
+                    }
+                    Plan::Hint {
+                        lo,
+                        hi,
+                        node,
+                        seconds,
+                    } => {
+                        let now = args::now_ms();
+                        let hint = crate::context::HintEntry {
+                            lo,
+                            hi,
+                            node,
+                            until_ms: now + seconds * 1000,
+                        };
+                        ctx.shared.add_hint(hint.clone(), now);
+                        broadcast(ctx, crate::core::wire::PeerRequest::Hint(hint)).await
+                    }
                     Plan::Keys(_) => Frame::error("ERR internal"),
                 };
                 slots.push(Slot::Ready(reply));
@@ -224,6 +244,34 @@ fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
             .into_iter()
             .find(Frame::is_error)
             .unwrap_or_else(Frame::ok),
+    }
+}
+
+/// Tell every other member; OK once all have it, else which did not.
+async fn broadcast(ctx: &CoreCtx, req: crate::core::wire::PeerRequest) -> Frame {
+    let cluster = ctx.shared.cluster();
+    let mut missing = Vec::new();
+    for (id, m) in &cluster.members {
+        if *id == cluster.my_id {
+            continue;
+        }
+        let Some(&addr) = m.fabric.first() else {
+            missing.push(*id);
+            continue;
+        };
+        if !matches!(
+            ctx.peers.request(addr, &req).await,
+            Ok(crate::core::wire::PeerReply::Ack)
+        ) {
+            missing.push(*id);
+        }
+    }
+    if missing.is_empty() {
+        Frame::ok()
+    } else {
+        Frame::error(format!(
+            "ERR set here, but nodes {missing:?} did not take it"
+        ))
     }
 }
 

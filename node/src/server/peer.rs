@@ -87,6 +87,18 @@ async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
         | PeerRequest::Fence { .. }
         | PeerRequest::Unfence { .. } => crate::migrate::answer(ctx, req).await,
         PeerRequest::Ping => PeerReply::Ack,
+        PeerRequest::SetPolicy(p) => {
+            if crate::config::POLICIES.contains(&p.as_str()) {
+                ctx.shared.set_policy(&p);
+                PeerReply::Ack
+            } else {
+                PeerReply::Refused(format!("unknown policy {p}"))
+            }
+        }
+        PeerRequest::Hint(h) => {
+            ctx.shared.add_hint(h, crate::cmd::args::now_ms());
+            PeerReply::Ack
+        }
         PeerRequest::Telemetry(summary) => {
             // Only members report; anything else is dropped, not stored.
             if ctx.shared.cluster().members.contains_key(&summary.node) {

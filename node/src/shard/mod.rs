@@ -305,6 +305,14 @@ impl Shard {
         }
     }
 
+    /// `(lo, used bytes)` of every fragment this core holds.
+    pub fn sizes(&self) -> Vec<(Bytes, u64)> {
+        self.fragments
+            .iter()
+            .map(|(lo, f)| (lo.clone(), f.used_bytes() as u64))
+            .collect()
+    }
+
     /// Local fragment boundaries strictly inside `(lo, hi)`.
     pub fn boundaries_within(&self, lo: &[u8], hi: Option<&[u8]>) -> Vec<Bytes> {
         self.fragments

@@ -43,6 +43,9 @@ pub struct TickSummary {
     /// How long the tick lasted, in ms.
     pub tick_ms: u64,
     pub fragments: Vec<FragmentCounts>,
+    /// Bytes this core holds of each table fragment it serves (the cost of moving it).
+    #[serde(default)]
+    pub sizes: Vec<(u64, u64)>,
     /// Sent by core 0 only, for the whole node.
     pub resources: Option<Resources>,
 }

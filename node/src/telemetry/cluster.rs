@@ -74,6 +74,17 @@ impl ClusterTelemetry {
         (total, (total > 0.0).then(|| local / total))
     }
 
+    /// Bytes of each table fragment, as its owner last reported them.
+    pub fn sizes(&self) -> HashMap<u64, u64> {
+        let mut out = HashMap::new();
+        for s in self.fresh() {
+            for &(fragment, bytes) in &s.sizes {
+                *out.entry(fragment).or_default() += bytes;
+            }
+        }
+        out
+    }
+
     /// The latest resource report of `node`.
     pub fn resources(&self, node: u64) -> Option<Resources> {
         self.fresh()
@@ -97,6 +108,7 @@ mod tests {
                 reads,
                 ..Default::default()
             }],
+            sizes: vec![(fragment, 100)],
             resources: None,
         }
     }
@@ -116,5 +128,7 @@ mod tests {
             ClusterTelemetry::load_and_local_share(&rates, 8, 1),
             (0.0, None)
         );
+        // Three reporters (node 1 core 0 and 1, node 2 core 0) each said 100 bytes.
+        assert_eq!(t.sizes().get(&7), Some(&300));
     }
 }
