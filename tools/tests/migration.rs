@@ -178,6 +178,20 @@ fn a_fragment_moves_under_load_and_nothing_is_lost() {
     assert!(ops > 100, "the load did too little: {ops} ops");
     wait_owner(&mut admin, "m:0", to);
     check_everywhere(&c, &last);
+    // The target counted it, with its pause.
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query(&mut connect(c.nodes[(to - 1) as usize].addr))
+        .expect("info");
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    assert_eq!(field("migrations_in"), 1);
+    assert!(field("migration_bytes") >= 2000 * 200);
+    assert!(field("migration_pause_max_us") > 0);
     for i in (0..2000).step_by(97) {
         let v: String = connect(c.nodes[2].addr)
             .get(format!("m:seed:{i}"))

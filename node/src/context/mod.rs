@@ -91,6 +91,8 @@ pub struct NodeShared {
     fences: Mutex<Vec<Fence>>,
     /// The placement policy in force (a name from `config::POLICIES`).
     pub policy: Mutex<String>,
+    /// Migrations this node pulled in, and how they went.
+    pub migrations: Mutex<crate::telemetry::migrations::MigrationStats>,
     pub hints: Mutex<Vec<HintEntry>>,
     /// How many fences are up: the data path looks at `fences` only when not zero.
     fenced: std::sync::atomic::AtomicUsize,
@@ -123,6 +125,7 @@ impl NodeShared {
             telemetry: Mutex::new(Default::default()),
             fences: Mutex::new(Vec::new()),
             policy: Mutex::new(config.placement_policy.clone()),
+            migrations: Mutex::new(Default::default()),
             hints: Mutex::new(Vec::new()),
             fenced: std::sync::atomic::AtomicUsize::new(0),
             config,
@@ -230,6 +233,15 @@ impl NodeShared {
             .collect();
         self.routes
             .update(|r| r.follow_cluster(table.applied, me, &fragments));
+    }
+
+    pub fn migration_stats(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::telemetry::migrations::MigrationStats> {
+        match self.migrations.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     pub fn policy(&self) -> String {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use augur_fabric::tcp::TcpConnection;
 use augur_fabric::{Access, Connection, Op, Region as FabricRegion, Transport};
 use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::context::Fence;
 use crate::core::remote::WireFragment;
@@ -131,14 +132,22 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         pause_us: 0,
         total_us: 0,
     };
+    let span = tracing::info_span!("migration", fragment, from = f.owner, to = me);
     let outcome = glommio::timer::timeout(MIGRATION_TIMEOUT, async {
-        Ok(copy_and_hand_off(ctx, fragment, source, &lo, hi.as_ref(), &mut report).await)
+        Ok(
+            copy_and_hand_off(ctx, fragment, source, &lo, hi.as_ref(), &mut report)
+                .instrument(span)
+                .await,
+        )
     })
     .await
     .unwrap_or_else(|_| Err("timed out".into()));
     match outcome {
         Ok(()) => {
             report.total_us = started.elapsed().as_micros() as u64;
+            ctx.shared
+                .migration_stats()
+                .record_done(report.bytes, report.pause_us);
             tracing::info!(
                 fragment,
                 from = report.from,
@@ -150,6 +159,7 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         }
         Err(why) => {
             tracing::warn!(fragment, "migration aborted: {why}");
+            ctx.shared.migration_stats().record_aborted();
             let _ = ctx
                 .peers
                 .request(source, &PeerRequest::Unfence { fragment })
@@ -247,6 +257,7 @@ async fn copy_and_hand_off(
         p.copied = tail;
     }
     report.copy_us = copy_started.elapsed().as_micros() as u64;
+    tracing::debug!(bytes = report.bytes, us = report.copy_us, "copy phase done");
 
     // Catch up with what was appended meanwhile.
     for _ in 0..MAX_ROUNDS {
@@ -268,6 +279,7 @@ async fn copy_and_hand_off(
         }
     }
 
+    tracing::debug!(rounds = report.catch_up_rounds, "catch-up phase done");
     test_delay("AUGUR_TEST_DELAY_BEFORE_FENCE_MS").await;
     // Hand off: from here requests for the range wait.
     let fenced_at = Instant::now();
@@ -328,6 +340,7 @@ async fn copy_and_hand_off(
         }
         fragments.push(copy);
     }
+    tracing::debug!("handoff: copy verified, committing");
     let core = ctx.core;
     match propose(
         ctx,

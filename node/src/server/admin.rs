@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,6 +185,46 @@ pub fn render(shared: &NodeShared) -> String {
         false,
         |s| &s.connections,
     );
+    {
+        let m = shared.migration_stats();
+        let (p50, p99, max) = m.pause_summary();
+        for (name, help, value) in [
+            (
+                "migrations_in",
+                "Migrations this node completed as target",
+                m.done,
+            ),
+            (
+                "migrations_aborted",
+                "Migrations this node aborted as target",
+                m.aborted,
+            ),
+            (
+                "migration_bytes",
+                "Bytes pulled by completed migrations",
+                m.bytes,
+            ),
+            (
+                "migration_pause_p50_us",
+                "Median write pause of migrations, us",
+                p50,
+            ),
+            (
+                "migration_pause_p99_us",
+                "p99 write pause of migrations, us",
+                p99,
+            ),
+            (
+                "migration_pause_max_us",
+                "Longest write pause of a migration, us",
+                max,
+            ),
+        ] {
+            let gauge = Gauge::<i64, AtomicI64>::default();
+            gauge.set(value.min(i64::MAX as u64) as i64);
+            registry.register(name, help, gauge);
+        }
+    }
     let mut out = String::new();
     if encode(&mut out, &registry).is_err() {
         out = "# encoding failed\n".into();

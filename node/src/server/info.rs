@@ -76,10 +76,12 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
     }
     if want("cluster") {
         let cluster = shared.cluster();
+        let migrations = shared.migration_stats();
+        let pause = migrations.pause_summary();
         let routes = shared.routes.snapshot();
         let _ = write!(
             out,
-            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\n\r\n",
+            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\nplacement_policy:{}\r\nmigrations_in:{}\r\nmigrations_aborted:{}\r\nmigration_bytes:{}\r\nmigration_pause_p50_us:{}\r\nmigration_pause_p99_us:{}\r\nmigration_pause_max_us:{}\r\n\r\n",
             cluster.members.len() + usize::from(!cluster.members.contains_key(&cluster.my_id)),
             cluster.my_id,
             cluster.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
@@ -90,6 +92,13 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
             sum(|s| &s.remote_reads),
             sum(|s| &s.remote_read_retries),
             sum(|s| &s.moved_retries),
+            shared.policy(),
+            migrations.done,
+            migrations.aborted,
+            migrations.bytes,
+            pause.0,
+            pause.1,
+            pause.2,
         );
     }
     if want("augur") {

@@ -6,5 +6,6 @@
 
 pub mod access;
 pub mod cluster;
+pub mod migrations;
 pub mod resources;
 pub mod stats;
