@@ -302,7 +302,7 @@ fn load(c: &mut Resp, keys: u64, value_size: usize, deadline: Instant) -> anyhow
             }
         }
         next += batch;
-        if next % (64 * LOAD_PIPELINE as u64) == 0 {
+        if next.is_multiple_of(64 * LOAD_PIPELINE as u64) {
             eprintln!(
                 "  loaded {next}/{keys} keys ({:.1} s)",
                 started.elapsed().as_secs_f64()
