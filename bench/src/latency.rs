@@ -40,13 +40,13 @@ pub const GOAL_REMOTE_OVER_LOCAL: f64 = 2.0;
 /// Candidate keys tried with `AUGUR WHERE` before giving up on finding one per case.
 const MAX_CANDIDATES: u32 = 4096;
 /// How long the cluster has to spread its key space over the nodes.
-const FORMATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const FORMATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long redis-server has to answer PING.
 const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest value the benchmark writes; a latency probe has no use for more.
 const MAX_VALUE_SIZE: usize = 16 << 20;
 /// Highest latency the histograms hold (60 s, the client's I/O timeout), in ns.
-const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub(crate) const MAX_LATENCY_NS: u64 = 60_000_000_000;
 /// At least this share of the measured remote GETs must have been one-sided reads for
 /// the output to say the one-sided path was measured.
 const REMOTE_READ_SHARE: f64 = 0.9;
@@ -307,7 +307,7 @@ fn candidate_key(i: u32) -> Vec<u8> {
 }
 
 /// A key for printing, non-printable bytes as `\xNN` (like redis-cli).
-fn show_key(key: &[u8]) -> String {
+pub(crate) fn show_key(key: &[u8]) -> String {
     let mut s = String::new();
     for &b in key {
         if b.is_ascii_graphic() && b != b'\\' && b != b'"' {
@@ -336,7 +336,7 @@ struct Keys {
     remote: (Vec<u8>, u64),
 }
 
-fn command_text(c: &mut Resp, args: &[&[u8]]) -> anyhow::Result<String> {
+pub(crate) fn command_text(c: &mut Resp, args: &[&[u8]]) -> anyhow::Result<String> {
     let reply = c.command(args)?;
     match (&reply, text(&reply)) {
         (Frame::Error(e), _) => bail!(
@@ -352,7 +352,7 @@ fn command_text(c: &mut Resp, args: &[&[u8]]) -> anyhow::Result<String> {
     }
 }
 
-fn where_is(c: &mut Resp, key: &[u8]) -> anyhow::Result<Place> {
+pub(crate) fn where_is(c: &mut Resp, key: &[u8]) -> anyhow::Result<Place> {
     let t = command_text(c, &[b"AUGUR", b"WHERE", key])?;
     parse_where(&t).with_context(|| format!("unexpected AUGUR WHERE reply '{t}'"))
 }
@@ -546,7 +546,7 @@ fn redis_version(binary: &Path) -> anyhow::Result<String> {
 }
 
 /// The 1-minute load average, to put the figures of a shared machine in context.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))

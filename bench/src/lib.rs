@@ -3,4 +3,5 @@ pub mod client;
 pub mod cluster;
 pub mod latency;
 pub mod lincheck;
+pub mod migration;
 pub mod vs_redis;

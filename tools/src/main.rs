@@ -109,6 +109,9 @@ enum BenchCommand {
     /// GET latency (p50/p99/p99.9) for a key on the connection's core, on another core,
     /// on another node (one-sided reads over TCP) and on redis-server, in one run.
     Latency(augur_bench::latency::Options),
+    /// Live migration of one big fragment between nodes under client load: throughput
+    /// against the fabric's raw READ bandwidth, write pause, client p99, source CPU.
+    Migration(augur_bench::migration::Options),
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -298,6 +301,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
         Command::Bench(BenchCommand::Latency(opts)) => augur_bench::latency::run(&opts),
+        Command::Bench(BenchCommand::Migration(opts)) => augur_bench::migration::run(&opts),
     }
 }
 
