@@ -252,7 +252,9 @@ pub fn start_with(
     let mut handles = Vec::with_capacity(cores);
     let mut starts = Vec::with_capacity(cores);
     for i in 0..cores {
-        let placement = if cores <= online {
+        // Pin only a node that takes the whole machine: nodes sharing one (a local
+        // cluster, a test) would all pin their core 0 to CPU 0.
+        let placement = if cores == online {
             Placement::Fixed(i)
         } else {
             Placement::Unbound
