@@ -157,6 +157,43 @@ mod verbs_arm {
         });
     }
 
+    /// Links with the node's verbs buffers (64 KiB × 32 each way): set-up time printed
+    /// (the node's connect timeout depends on it), a full-size message both ways.
+    #[test]
+    fn any_verbs_links_with_the_nodes_buffers() {
+        run(|| async {
+            if device::list().is_empty() {
+                eprintln!("SKIP: no RDMA device");
+                return;
+            }
+            let lo = "127.0.0.1:0".parse().expect("addr");
+            let small = FabricConfig::new(SECRET.to_vec());
+            let a = AnyTransport::bind(Backend::Verbs, small.clone(), lo).expect("a");
+            let b = AnyTransport::bind(Backend::Verbs, small, lo).expect("b");
+            let t = std::time::Instant::now();
+            let _ = pair(&a, &b).await;
+            eprintln!(
+                "verbs link with 4 KiB × 64 buffers set up in {:?}",
+                t.elapsed()
+            );
+            let mut c = FabricConfig::new(SECRET.to_vec());
+            c.max_message = 64 << 10;
+            c.recv_depth = 32;
+            let a = AnyTransport::bind(Backend::Verbs, c.clone(), lo).expect("a");
+            let b = AnyTransport::bind(Backend::Verbs, c, lo).expect("b");
+            for round in 0..3 {
+                let t = std::time::Instant::now();
+                let (ca, cb) = pair(&a, &b).await;
+                eprintln!("verbs link {round} set up in {:?}", t.elapsed());
+                let big = pattern(round, 64 << 10);
+                ca.send(&big).await.expect("send");
+                assert_eq!(cb.recv().await.expect("recv"), big);
+                cb.send(&big[..100]).await.expect("send back");
+                assert_eq!(ca.recv().await.expect("recv back"), &big[..100]);
+            }
+        });
+    }
+
     #[test]
     fn any_registration_of_the_other_backend_is_refused() {
         run(|| async {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub use augur_fabric::Backend as FabricBackend;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,14 @@ pub struct Config {
     /// Seconds two neighbouring fragments of one node must be cold (no access) before
     /// the leader merges them in the table; 0 turns merging off.
     pub merge_after_s: u64,
+    /// What carries node-to-node traffic: `"tcp"` (default) or `"verbs"` (RDMA; needs a
+    /// build with the `verbs` feature and an RDMA device). With verbs each core's fabric
+    /// endpoint listens for its TCP bootstrap on `bind`, and the device is the one whose
+    /// RoCE GID table holds the `bind` address (so bind the address of the RoCE netdev);
+    /// when no device holds it (e.g. loopback) the fabric's default applies:
+    /// `$IBV_DEVICE`, else the first device.
+    #[serde(deserialize_with = "de_fabric")]
+    pub fabric: FabricBackend,
 }
 
 impl Default for Config {
@@ -83,6 +92,7 @@ impl Default for Config {
             telemetry_interval_ms: 1000,
             split_load: 50_000,
             merge_after_s: 300,
+            fabric: FabricBackend::Tcp,
         }
     }
 }
@@ -128,6 +138,12 @@ impl Config {
             if secret.len() < 16 {
                 return invalid("cluster-secret must be at least 16 bytes");
             }
+        }
+        if !self.fabric.compiled() {
+            return invalid(
+                "fabric = \"verbs\" needs an augur built with RDMA support \
+                 (cargo build --features verbs); this one has only the tcp fabric",
+            );
         }
         if (self.join.is_some() || self.cluster_size > 1) && self.cluster_secret.is_none() {
             return invalid("a cluster of several nodes needs cluster-secret");
@@ -198,6 +214,11 @@ fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+fn de_fabric<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FabricBackend, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +244,22 @@ mod tests {
         assert_eq!(c.region_size, 1 << 20);
         assert_eq!(c.requirepass.as_deref(), Some("pw"));
         assert!(toml::from_str::<Config>("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn fabric_setting() {
+        assert_eq!(Config::default().fabric, FabricBackend::Tcp);
+        let c: Config = toml::from_str("fabric = \"verbs\"\n").unwrap();
+        assert_eq!(c.fabric, FabricBackend::Verbs);
+        let e = toml::from_str::<Config>("fabric = \"rdma\"\n").unwrap_err();
+        assert!(e.to_string().contains("tcp or verbs"), "{e}");
+        // verbs without the feature compiled in: refused at start-up, saying why
+        match c.validate() {
+            Ok(()) => assert!(cfg!(feature = "verbs")),
+            Err(e) => {
+                assert!(!cfg!(feature = "verbs"));
+                assert!(e.to_string().contains("--features verbs"), "{e}");
+            }
+        }
     }
 }
