@@ -1,4 +1,5 @@
-//! A local cluster: `n` augur nodes as separate processes on loopback, node 1 starting
+//! A local cluster: `n` augur nodes as separate processes on this machine (loopback
+//! unless [`ClusterOptions::binds`] says otherwise), node 1 starting
 //! the cluster and the rest joining it. Used by `augur cluster up` and by anything
 //! that needs a real cluster to measure (scenarios, tests).
 //!
@@ -6,7 +7,7 @@
 //! period, when [`LocalCluster::stop`] runs or the value is dropped.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct ClusterOptions {
     /// `--placement-policy` for every node; the default is `static`, so that tests
     /// and benchmarks see no moves they did not ask for (`None`: the node's default).
     pub policy: Option<String>,
+    /// Addresses the nodes bind (`--bind`: clients, bus, fabric); node i takes
+    /// `binds[(i - 1) % len]`. Empty: 127.0.0.1 for all.
+    pub binds: Vec<IpAddr>,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +57,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             policy: Some("static".into()),
+            binds: Vec::new(),
         }
     }
 }
@@ -111,14 +116,19 @@ pub struct LocalCluster {
 /// Client and bus ports for `n` nodes, below the kernel's ephemeral range (which
 /// starts at 32768 by default), so that no socket bound to port 0 — a node's fabric
 /// endpoint, a client — can take one between our check and the node's bind.
-fn unused_ports(n: u32) -> anyhow::Result<Vec<(u16, u16)>> {
-    let free = |p: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+fn unused_ports(ips: &[IpAddr]) -> anyhow::Result<Vec<(u16, u16)>> {
+    let n = ips.len();
+    let free = |ip: IpAddr, p: u16| std::net::TcpListener::bind((ip, p)).is_ok();
     for _ in 0..64 {
         let base = 10_000 + rand::random::<u16>() % 20_000;
         let ports: Vec<(u16, u16)> = (0..n as u16)
             .map(|i| (base + 2 * i, base + 2 * i + 1))
             .collect();
-        if ports.iter().all(|&(a, b)| free(a) && free(b)) {
+        if ports
+            .iter()
+            .zip(ips)
+            .all(|(&(a, b), &ip)| free(ip, a) && free(ip, b))
+        {
             return Ok(ports);
         }
     }
@@ -144,8 +154,14 @@ impl LocalCluster {
             bail!("a cluster needs at least one node");
         }
         let secret = opts.secret.clone().unwrap_or_else(random_secret);
+        let ips: Vec<IpAddr> = (0..opts.nodes as usize)
+            .map(|i| match opts.binds.len() {
+                0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                n => opts.binds[i % n],
+            })
+            .collect();
         let ports = if opts.base_port == 0 {
-            unused_ports(opts.nodes)?
+            unused_ports(&ips)?
         } else {
             (0..opts.nodes)
                 .map(|i| {
@@ -165,8 +181,8 @@ impl LocalCluster {
         };
         for (i, &(port, bus)) in ports.iter().enumerate() {
             let id = i as u32 + 1;
-            let join = (id > 1).then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, ports[0].1)));
-            let node = cluster.spawn(id, port, bus, join)?;
+            let join = (id > 1).then(|| SocketAddr::new(ips[0], ports[0].1));
+            let node = cluster.spawn(id, SocketAddr::new(ips[i], port), bus, join)?;
             cluster.nodes.push(node);
         }
         let deadline = Instant::now() + cluster.opts.ready_timeout;
@@ -206,10 +222,11 @@ impl LocalCluster {
     fn spawn(
         &self,
         id: u32,
-        port: u16,
+        addr: SocketAddr,
         bus: u16,
         join: Option<SocketAddr>,
     ) -> anyhow::Result<NodeProc> {
+        let port = addr.port();
         let log = self
             .opts
             .log_dir
@@ -219,6 +236,7 @@ impl LocalCluster {
         let mut cmd = Command::new(&self.augur);
         cmd.arg("node")
             .args(["--node-id", &id.to_string()])
+            .args(["--bind", &addr.ip().to_string()])
             .args(["--port", &port.to_string()])
             .args(["--cluster-port", &bus.to_string()])
             .args(["--cores", &self.opts.cores.to_string()])
@@ -247,8 +265,8 @@ impl LocalCluster {
             .with_context(|| format!("starting {}", self.augur.display()))?;
         Ok(NodeProc {
             id,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            bus: SocketAddr::from((Ipv4Addr::LOCALHOST, bus)),
+            addr,
+            bus: SocketAddr::new(addr.ip(), bus),
             log,
             child: Some(child),
         })
@@ -261,14 +279,14 @@ impl LocalCluster {
             .iter()
             .position(|n| n.id == id)
             .context("no such node")?;
-        let (port, bus) = (self.nodes[i].addr.port(), self.nodes[i].bus.port());
+        let (addr, bus) = (self.nodes[i].addr, self.nodes[i].bus.port());
         let join = self
             .nodes
             .iter()
             .find(|n| n.id != id && n.child.is_some())
             .map(|n| n.bus);
         self.nodes[i].kill();
-        self.nodes[i] = self.spawn(id, port, bus, join)?;
+        self.nodes[i] = self.spawn(id, addr, bus, join)?;
         Ok(())
     }
 

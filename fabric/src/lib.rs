@@ -5,7 +5,8 @@
 //!   [`Connection::read`] / [`Connection::write`] (batched: [`Connection::read_batch`]),
 //!   two-sided [`Connection::send`] / [`Connection::recv`] with credit-based flow control.
 //! * Backends: [`tcp::TcpTransport`] (always built) and, with the `verbs` feature,
-//!   [`verbs::transport::VerbsTransport`] (RDMA RC queue pairs over libibverbs).
+//!   [`verbs::transport::VerbsTransport`] (RDMA RC queue pairs over libibverbs);
+//!   [`any::AnyTransport`] picks one of them at run time ([`any::Backend`]).
 //! * Every peer proves knowledge of the cluster secret ([`auth`]) before anything else is
 //!   exchanged. Wire formats: `docs/protocol.md`.
 //!
@@ -60,6 +61,7 @@
 
 #![warn(missing_docs)]
 
+pub mod any;
 pub mod auth;
 pub mod error;
 mod shared_socket;
@@ -68,6 +70,7 @@ pub mod transport;
 pub mod verbs;
 pub mod wire;
 
+pub use any::{AnyConnection, AnyMr, AnyTransport, Backend};
 pub use error::{Error, RemoteStatus, Result};
 pub use transport::{Access, Connection, FabricConfig, LocalMr, Op, RemoteRegion, Transport};
 pub use verbs::memory::Region;

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub use augur_fabric::Backend as FabricBackend;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +60,14 @@ pub struct Config {
     /// How the leader places fragments: `static` (never moves them), `reactive` (after
     /// a node's clients dominate a fragment's load for a while) or `predictive`.
     pub placement_policy: String,
+    /// What carries node-to-node traffic: `"tcp"` (default) or `"verbs"` (RDMA; needs a
+    /// build with the `verbs` feature and an RDMA device). With verbs each core's fabric
+    /// endpoint listens for its TCP bootstrap on `bind`, and the device is the one whose
+    /// RoCE GID table holds the `bind` address (so bind the address of the RoCE netdev);
+    /// when no device holds it (e.g. loopback) the fabric's default applies:
+    /// `$IBV_DEVICE`, else the first device.
+    #[serde(deserialize_with = "de_fabric")]
+    pub fabric: FabricBackend,
 }
 
 impl Default for Config {
@@ -87,6 +96,7 @@ impl Default for Config {
             split_load: 50_000,
             merge_after_s: 300,
             placement_policy: "predictive".into(),
+            fabric: FabricBackend::Tcp,
         }
     }
 }
@@ -138,6 +148,12 @@ impl Config {
         }
         if !POLICIES.contains(&self.placement_policy.as_str()) {
             return invalid("placement-policy must be static, reactive or predictive");
+        }
+        if !self.fabric.compiled() {
+            return invalid(
+                "fabric = \"verbs\" needs an augur built with RDMA support \
+                 (cargo build --features verbs); this one has only the tcp fabric",
+            );
         }
         if (self.join.is_some() || self.cluster_size > 1) && self.cluster_secret.is_none() {
             return invalid("a cluster of several nodes needs cluster-secret");
@@ -208,6 +224,11 @@ fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+fn de_fabric<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FabricBackend, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +254,21 @@ mod tests {
         assert_eq!(c.region_size, 1 << 20);
         assert_eq!(c.requirepass.as_deref(), Some("pw"));
         assert!(toml::from_str::<Config>("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn fabric_setting() {
+        assert_eq!(Config::default().fabric, FabricBackend::Tcp);
+        let c: Config = toml::from_str("fabric = \"verbs\"\n").unwrap();
+        assert_eq!(c.fabric, FabricBackend::Verbs);
+        let e = toml::from_str::<Config>("fabric = \"rdma\"\n").unwrap_err();
+        assert!(e.to_string().contains("tcp or verbs"), "{e}");
+        // verbs without the feature compiled in: refused at start-up, saying why
+        let verbs_built = cfg!(feature = "verbs");
+        match (c.validate(), verbs_built) {
+            (Ok(()), true) => {}
+            (Err(e), false) => assert!(e.to_string().contains("--features verbs"), "{e}"),
+            (r, built) => panic!("validate gave {r:?} with verbs built: {built}"),
+        }
     }
 }

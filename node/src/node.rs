@@ -11,8 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_fabric::tcp::TcpTransport;
-use augur_fabric::{FabricConfig, Transport};
+use augur_fabric::{AnyTransport, Backend, FabricConfig, Transport};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -244,7 +243,8 @@ pub fn start_with(
         .ok()
         .and_then(|a| a.as_socket())
         .unwrap_or(requested);
-    let secret = config.fabric_secret();
+    let fabric_config = fabric_config(&config);
+    let backend = config.fabric;
     let mesh = MeshBuilder::<CoreMsg, Full>::full(cores, MESH_CAPACITY);
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (bound_tx, bound_rx) = std::sync::mpsc::channel::<(usize, Result<SocketAddr, String>)>();
@@ -262,29 +262,30 @@ pub fn start_with(
         let (start_tx, start_rx) = oneshot::channel::<CoreStart>();
         starts.push(start_tx);
         let (mesh, bound, ready) = (mesh.clone(), bound_tx.clone(), ready_tx.clone());
-        let (bind, secret) = (config.bind, secret.clone());
+        let (bind, fabric_config) = (config.bind, fabric_config.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("augur-core-{i}"))
             // glommio's registered buffers are for file I/O, which the data path does
             // not do; keep the locked memory small so `ulimit -l` rarely matters.
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let fabric = match TcpTransport::bind(
-                    FabricConfig {
-                        max_message: 1 << 20,
-                        ..FabricConfig::new(secret)
-                    },
-                    SocketAddr::new(bind, 0),
-                ) {
-                    Ok(t) => {
-                        let _ = bound.send((i, Ok(t.local_addr())));
-                        Rc::new(t)
-                    }
-                    Err(e) => {
-                        let _ = bound.send((i, Err(format!("fabric endpoint: {e}"))));
-                        return;
-                    }
-                };
+                let fabric =
+                    match AnyTransport::bind(backend, fabric_config, SocketAddr::new(bind, 0)) {
+                        Ok(t) => {
+                            tracing::info!(
+                                core = i,
+                                addr = %t.local_addr(),
+                                "fabric endpoint: {}",
+                                t.describe()
+                            );
+                            let _ = bound.send((i, Ok(t.local_addr())));
+                            Rc::new(t)
+                        }
+                        Err(e) => {
+                            let _ = bound.send((i, Err(format!("fabric endpoint: {e}"))));
+                            return;
+                        }
+                    };
                 let Ok(start) = start_rx.await else {
                     return; // start-up was abandoned
                 };
@@ -346,6 +347,41 @@ pub fn start_with(
     })
 }
 
+/// The fabric settings of every core, per backend.
+fn fabric_config(config: &Config) -> FabricConfig {
+    let mut cfg = FabricConfig::new(config.fabric_secret());
+    match config.fabric {
+        Backend::Tcp => {
+            // Peer requests and replies travel in chunks of up to `max_message`; 1 MiB
+            // keeps big batches to few chunks, and TCP holds only what is in flight, so the
+            // size costs no memory up front.
+            cfg.max_message = 1 << 20;
+        }
+        Backend::Verbs => {
+            // Verbs pre-posts `recv_depth` receive buffers of `max_message` bytes per
+            // connection, plus as many send slots, all registered (pinned) for as long as
+            // the connection lives: 2 × recv_depth × max_message. TCP's 1 MiB × 64 would
+            // pin 128 MiB per link (a core has one link to, and one from, each peer core).
+            // 64 KiB × 32 is 4 MiB: bigger payloads just go as more chunks (the node cuts
+            // by the connection's `max_message_size`), and 32 credits still keep many
+            // chunks in flight (a sender past them waits for the peer's reader, which
+            // returns credits every 16 messages). Small chunks (a GET request) go inline
+            // (`max_inline`, 128 B); one-sided reads (bucket, header, a record) are far
+            // below `max_wr_bytes` (1 MiB; longer ones are split anyway).
+            cfg.max_message = 64 << 10;
+            cfg.recv_depth = 32;
+            // The device (and GID) that carries the bind address, when one does; else
+            // the fabric's default ($IBV_DEVICE, else the first device).
+            if let Some(p) = augur_fabric::any::rdma_port_for(config.bind) {
+                cfg.device = Some(p.device);
+                cfg.port = p.port;
+                cfg.gid_index = Some(p.gid_index);
+            }
+        }
+    }
+    cfg
+}
+
 fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -360,7 +396,7 @@ fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
 
 async fn core_main(
     start: CoreStart,
-    fabric: Rc<TcpTransport>,
+    fabric: Rc<AnyTransport>,
     mesh: MeshBuilder<CoreMsg, Full>,
     addr: SocketAddr,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -387,7 +423,11 @@ async fn core_main(
     let _ = ready.send(Ok(()));
     let receivers = receivers.streams().into_iter().map(|(_, rx)| rx).collect();
     CoreCtx::spawn_background(&ctx, receivers);
-    glommio::spawn_local(accept_peers(ctx.clone(), fabric)).detach();
+    // Several at once: `accept` includes the handshake (for verbs also the QP set-up),
+    // so one slow or silent peer does not hold up the others.
+    for _ in 0..PEER_ACCEPTORS {
+        glommio::spawn_local(accept_peers(ctx.clone(), fabric.clone())).detach();
+    }
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -403,9 +443,12 @@ async fn core_main(
     }
 }
 
+/// Handshakes with other nodes a core runs at once.
+const PEER_ACCEPTORS: usize = 4;
+
 /// Accept other nodes on this core's fabric endpoint; each authenticated peer is
 /// served by its own task.
-async fn accept_peers(ctx: Rc<CoreCtx>, fabric: Rc<TcpTransport>) {
+async fn accept_peers(ctx: Rc<CoreCtx>, fabric: Rc<AnyTransport>) {
     loop {
         match fabric.accept().await {
             Ok(conn) => {

@@ -39,7 +39,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Start n nodes as processes on loopback; prints `node <id> <host>:<port>` as each
+    /// Start n nodes as processes on this machine (loopback unless --bind); prints `node <id> <host>:<port>` as each
     /// serves; stops them all on Ctrl-C or SIGTERM.
     Up(ClusterUpArgs),
 }
@@ -52,9 +52,16 @@ struct ClusterUpArgs {
     /// Client port of node 1; node i gets base-port + i - 1, its bus port + 10000.
     #[arg(long, default_value_t = 7001)]
     base_port: u16,
-    /// Fabric between the nodes.
+    /// Fabric between the nodes (verbs: RDMA, needs a build with `--features verbs` and
+    /// an RDMA device; each node uses the device holding its bind address, else
+    /// $IBV_DEVICE or the first).
     #[arg(long, default_value = "tcp", value_parser = ["tcp", "verbs"])]
     fabric: String,
+    /// Addresses the nodes bind (clients, bus, fabric), comma-separated; node i takes
+    /// the ((i - 1) mod count)-th. Default 127.0.0.1. With verbs, the addresses of the
+    /// RoCE netdevs, e.g. 10.77.0.1,10.77.0.2 in the SoftRoCE VM.
+    #[arg(long, value_delimiter = ',')]
+    bind: Vec<IpAddr>,
     /// State directory; node i keeps its state in DIR/node-i.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -185,6 +192,9 @@ struct NodeArgs {
     /// Placement: static, reactive or predictive.
     #[arg(long)]
     placement_policy: Option<String>,
+    /// Node-to-node fabric: tcp, or verbs (RDMA; needs a build with `--features verbs`).
+    #[arg(long, value_parser = ["tcp", "verbs"])]
+    fabric: Option<String>,
 }
 
 fn memory(flag: &str, value: &str) -> anyhow::Result<u64> {
@@ -267,6 +277,9 @@ impl NodeArgs {
         if let Some(v) = self.placement_policy {
             c.placement_policy = v;
         }
+        if let Some(v) = self.fabric {
+            c.fabric = v.parse()?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -309,10 +322,11 @@ fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
+    let fabric: augur_node::config::FabricBackend = args.fabric.parse()?;
     anyhow::ensure!(
-        args.fabric == "tcp",
-        "--fabric verbs: the node does not run its data path over verbs yet (only the \
-         fabric crate does, in ci/test-verbs); use --fabric tcp"
+        fabric.compiled(),
+        "--fabric {fabric}: this augur was built without RDMA support; rebuild with \
+         `cargo build --release -p augur --features verbs`"
     );
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -330,17 +344,27 @@ fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
         dir: args.dir,
         log_dir: log_dir.clone(),
         policy: None, // the nodes' default: predictive
+        binds: args.bind,
+        extra_args: vec!["--fabric".into(), fabric.to_string()],
         ..Default::default()
     };
     let mut cluster = augur_bench::cluster::LocalCluster::start(&augur, opts, |n| {
         println!("node {} {}", n.id, n.addr);
     })?;
+    let first = cluster.nodes[0].addr;
+    let try_it = if first.ip().is_loopback() {
+        format!(
+            "`redis-cli -p {}` or `augur status --port {}`",
+            first.port(),
+            first.port()
+        )
+    } else {
+        format!("`redis-cli -h {} -p {}`", first.ip(), first.port())
+    };
     eprintln!(
-        "cluster of {} nodes up; logs in {}; try `redis-cli -p {}` or `augur status --port {}`; Ctrl-C stops it",
+        "cluster of {} nodes up ({fabric} fabric); logs in {}; try {try_it}; Ctrl-C stops it",
         args.nodes,
         log_dir.display(),
-        args.base_port,
-        args.base_port
     );
     loop {
         if stop.load(Ordering::SeqCst) {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_fabric::tcp::TcpTransport;
+use augur_fabric::{AnyMr, AnyTransport};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
@@ -36,7 +36,6 @@ use crate::shard::{Outcome, Shard, ShardEnv};
 use crate::telemetry::access::{AccessRecorder, Resources, TickSummary};
 use crate::telemetry::resources;
 use crate::telemetry::stats;
-use augur_fabric::tcp::TcpMr;
 use msg::CoreMsg;
 use peers::Peers;
 use remote::{Described, Descriptors, Exports, WireFragment};
@@ -55,7 +54,7 @@ pub struct CoreCtx {
     pub exports: Exports,
     /// Descriptors of other nodes' regions this core reads.
     descriptors: Descriptors,
-    reader: RemoteReader<TcpMr>,
+    reader: RemoteReader<AnyMr>,
     /// This core's clients' accesses in the current telemetry tick.
     access: RefCell<AccessRecorder>,
 }
@@ -65,7 +64,7 @@ impl CoreCtx {
     pub fn new(
         shared: Arc<NodeShared>,
         senders: Senders<CoreMsg>,
-        fabric: Rc<TcpTransport>,
+        fabric: Rc<AnyTransport>,
         ranges: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<CoreCtx, String> {
         let core = senders.peer_id();

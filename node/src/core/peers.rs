@@ -9,11 +9,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use augur_fabric::tcp::{TcpConnection, TcpTransport};
+use augur_fabric::{AnyConnection, AnyTransport, Backend};
 use augur_fabric::{Connection, Transport};
 use futures::channel::oneshot;
 
@@ -21,6 +23,11 @@ use crate::core::wire::{self, PeerReply, PeerRequest, Reassembly, KIND_REPLY, KI
 
 /// How long connecting to a peer (TCP plus the authentication handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same over verbs, whose set-up does more: it registers (pins) the link's message
+/// buffers on both sides and takes a queue pair through three states, with two more
+/// round trips. In the emulated SoftRoCE VM that took 2-2.6 s, so at 2 s every attempt
+/// was abandoned (and the next one queued behind it on the peer).
+pub const VERBS_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long one request to a peer may take before the caller gives up on it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,20 +42,20 @@ pub enum PeerError {
 }
 
 struct Link {
-    conn: TcpConnection,
+    conn: AnyConnection,
     next_id: Cell<u64>,
     waiting: RefCell<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
 }
 
 pub struct Peers {
-    transport: Rc<TcpTransport>,
+    transport: Rc<AnyTransport>,
     links: RefCell<HashMap<SocketAddr, Rc<Link>>>,
     /// Largest reply accepted from a peer.
     max_reply: usize,
 }
 
 impl Peers {
-    pub fn new(transport: Rc<TcpTransport>, max_reply: usize) -> Peers {
+    pub fn new(transport: Rc<AnyTransport>, max_reply: usize) -> Peers {
         Peers {
             transport,
             links: RefCell::new(HashMap::new()),
@@ -56,7 +63,7 @@ impl Peers {
         }
     }
 
-    pub fn transport(&self) -> &Rc<TcpTransport> {
+    pub fn transport(&self) -> &Rc<AnyTransport> {
         &self.transport
     }
 
@@ -113,7 +120,7 @@ impl Peers {
     }
 
     /// The connection to `addr`, for one-sided operations.
-    pub async fn connection(self: &Rc<Self>, addr: SocketAddr) -> Result<TcpConnection, PeerError> {
+    pub async fn connection(self: &Rc<Self>, addr: SocketAddr) -> Result<AnyConnection, PeerError> {
         Ok(self.link(addr).await?.conn.clone())
     }
 
@@ -124,13 +131,14 @@ impl Peers {
             }
         }
         let transport = self.transport.clone();
-        let conn =
-            glommio::timer::timeout(
-                CONNECT_TIMEOUT,
-                async move { Ok(transport.connect(addr).await) },
-            )
+        let limit = match transport.backend() {
+            Backend::Tcp => CONNECT_TIMEOUT,
+            Backend::Verbs => VERBS_CONNECT_TIMEOUT,
+        };
+        let started = std::time::Instant::now();
+        let conn = glommio::timer::timeout(limit, async move { Ok(transport.connect(addr).await) })
             .await
-            .map_err(|_| PeerError::Timeout(addr, CONNECT_TIMEOUT))?
+            .map_err(|_| PeerError::Timeout(addr, limit))?
             .map_err(|e| PeerError::Unreachable(addr, e.to_string()))?;
         // Another task may have connected while we did; keep one link per peer.
         if let Some(link) = self.links.borrow().get(&addr) {
@@ -139,6 +147,7 @@ impl Peers {
                 return Ok(link.clone());
             }
         }
+        tracing::debug!(%addr, took = ?started.elapsed(), "peer link up");
         let link = Rc::new(Link {
             conn,
             next_id: Cell::new(1),
@@ -158,12 +167,51 @@ impl Peers {
     }
 }
 
+/// Rounds a verbs `recv` is polled back to back before [`recv`] starts pausing.
+const RECV_SPIN_ROUNDS: u32 = 16;
+/// First and longest pause between polls of an idle verbs link.
+const RECV_MIN_PAUSE: Duration = Duration::from_micros(20);
+const RECV_MAX_PAUSE: Duration = Duration::from_millis(2);
+
+/// The next message of `conn`, without keeping the core busy while the link is idle.
+///
+/// A verbs `recv` waits by polling its completion queue and waking itself at once, so a
+/// link's reader, which waits in `recv` for as long as the link lives, would keep its
+/// core spinning for good: taking the CPU from every other process on it, and leaving
+/// glommio to look at sockets and timers only when its preempt timer fires. Here it is
+/// polled back to back for a few rounds, then with pauses that double up to
+/// [`RECV_MAX_PAUSE`] (the most an idle link adds to a message's latency). Polling with a
+/// waker that does nothing is enough: the verbs futures make progress only when polled,
+/// and a message is taken only when the future is ready. TCP's `recv` waits on its
+/// socket and is awaited as is.
+pub async fn recv(conn: &AnyConnection) -> augur_fabric::Result<Vec<u8>> {
+    if conn.backend() == Backend::Tcp {
+        return conn.recv().await;
+    }
+    let mut next = std::pin::pin!(conn.recv());
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    let mut round = 0u32;
+    let mut pause = RECV_MIN_PAUSE;
+    loop {
+        if let Poll::Ready(result) = next.as_mut().poll(&mut cx) {
+            return result;
+        }
+        if round < RECV_SPIN_ROUNDS {
+            round += 1;
+            futures_lite::future::yield_now().await;
+        } else {
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(RECV_MAX_PAUSE);
+        }
+    }
+}
+
 /// The one reader of a link: hands each complete reply to its waiter. On any error
 /// the link is dropped and every waiter fails at once.
 async fn read_replies(peers: Rc<Peers>, addr: SocketAddr, link: Rc<Link>) {
     let mut stitch = Reassembly::new(peers.max_reply);
     loop {
-        let chunk = match link.conn.recv().await {
+        let chunk = match recv(&link.conn).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(%addr, "peer link closed: {e}");

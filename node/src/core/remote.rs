@@ -16,8 +16,7 @@ use std::net::SocketAddr;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use augur_fabric::tcp::{TcpMr, TcpTransport};
-use augur_fabric::{Access, LocalMr, Region, Transport};
+use augur_fabric::{Access, AnyMr, AnyTransport, LocalMr, Region, Transport};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -104,21 +103,21 @@ struct Export {
     /// The region's identity (`store::Region::identity`): a fragment keeps its id and
     /// generation when it migrates, so those alone could name an old copy.
     identity: u64,
-    mr: TcpMr,
+    mr: AnyMr,
 }
 
 /// The regions this core has registered for peers to read.
 #[derive(Default)]
 pub struct Exports {
     live: RefCell<HashMap<u64, Export>>,
-    retiring: RefCell<Vec<(Instant, TcpMr)>>,
+    retiring: RefCell<Vec<(Instant, AnyMr)>>,
 }
 
 impl Exports {
     /// The descriptor of `fragment`'s current region, registering it if needed.
     pub fn describe(
         &self,
-        transport: &TcpTransport,
+        transport: &AnyTransport,
         fragment: &Fragment,
     ) -> Result<RemoteFragment, String> {
         let id = fragment.id();

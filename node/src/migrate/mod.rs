@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use augur_fabric::tcp::TcpConnection;
+use augur_fabric::any::{AnyConnection, AnyMr};
 use augur_fabric::{Access, Connection, Op, Region as FabricRegion, Transport};
 use bytes::Bytes;
 use tracing::Instrument;
@@ -186,7 +186,7 @@ struct Pull {
     exported: ExportedRegion,
     desc: augur_fabric::RemoteRegion,
     region: Region,
-    mr: augur_fabric::tcp::TcpMr,
+    mr: AnyMr,
     copied: u64,
 }
 
@@ -407,7 +407,7 @@ async fn test_delay(var: &str) {
 }
 
 /// READ `[from, to)` of a region into the same offsets here; returns the bytes moved.
-async fn pull(conn: &TcpConnection, p: &Pull, from: u64, to: u64) -> Result<u64, String> {
+async fn pull(conn: &AnyConnection, p: &Pull, from: u64, to: u64) -> Result<u64, String> {
     let mut at = from;
     while at < to {
         let mut ops = Vec::with_capacity(BATCH);
@@ -431,7 +431,7 @@ async fn pull(conn: &TcpConnection, p: &Pull, from: u64, to: u64) -> Result<u64,
 
 /// Pull each region's log from what was copied up to its new tail.
 async fn catch_up(
-    conn: &TcpConnection,
+    conn: &AnyConnection,
     pulls: &mut [Pull],
     tails: &[RegionTail],
 ) -> Result<u64, String> {

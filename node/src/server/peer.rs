@@ -5,8 +5,7 @@
 
 use std::rc::Rc;
 
-use augur_fabric::tcp::TcpConnection;
-use augur_fabric::Connection;
+use augur_fabric::{AnyConnection, Connection};
 use glommio::sync::Semaphore;
 
 use crate::core::wire::{self, PeerReply, PeerRequest, Reassembly, KIND_REPLY, KIND_REQUEST};
@@ -16,12 +15,12 @@ use crate::core::CoreCtx;
 /// stops reading from that peer (back-pressure instead of an unbounded queue).
 const MAX_IN_FLIGHT: u64 = 256;
 
-pub async fn serve(ctx: Rc<CoreCtx>, conn: TcpConnection) {
+pub async fn serve(ctx: Rc<CoreCtx>, conn: AnyConnection) {
     let limit = ctx.peer_message_limit();
     let mut stitch = Reassembly::new(limit);
     let slots = Rc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        let chunk = match conn.recv().await {
+        let chunk = match crate::core::peers::recv(&conn).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(core = ctx.core, "peer connection ended: {e}");
