@@ -148,8 +148,13 @@ pub struct ControllerConfig {
     /// shift instead of averaging across it.
     pub horizon_ticks: usize,
     /// Predictive: a known period of the workload in ticks (daily cycle, rotating batch
-    /// jobs); lets the seasonal forecasters anticipate it. `None`: no seasonal models.
+    /// jobs); lets the seasonal forecasters anticipate it. `None`: detect it (below) or go
+    /// without seasonal models.
     pub season_ticks: Option<usize>,
+    /// When `season_ticks` is `None`: look for a period in which hot fragments' dominant
+    /// accessor repeats its changes (up to a third of `history_ticks`), and when one is found
+    /// twice in a row, rebuild the forecasters with that season from the kept history.
+    pub detect_season: bool,
     /// Ticks of history the predictor keeps.
     pub history_ticks: usize,
     /// Predictive: no move of a fragment within this many ticks of its last one.
@@ -187,6 +192,7 @@ impl Default for ControllerConfig {
             min_rate: 50.0,
             horizon_ticks: 2,
             season_ticks: None,
+            detect_season: true,
             history_ticks: 120,
             cooldown_ticks: 5,
             hysteresis_share: 0.25,
@@ -380,8 +386,18 @@ impl Controller {
             .outcome(fragment, moved, self.tick, self.config.horizon_ticks);
     }
 
-    /// Calibration and local-hit figures per policy, one line each.
+    /// The season the predictive forecasters use (configured or detected), in ticks.
+    pub fn season(&self) -> Option<usize> {
+        self.predictive.season()
+    }
+
+    /// Calibration and local-hit figures per policy, one line each, then the season.
     pub fn report(&self) -> String {
-        self.feedback.report(self.policy)
+        let mut report = self.feedback.report(self.policy);
+        match self.season() {
+            Some(season) => report.push_str(&format!("season {season} ticks\n")),
+            None => report.push_str("season none\n"),
+        }
+        report
     }
 }

@@ -11,7 +11,7 @@ use augur_kernels::solver::{
     solve, Action as SolverAction, Budget, FragmentState, NodeCapacity, PlacementInput,
     SolverConfig,
 };
-use augur_kernels::stats::{AccessCounts, FragmentIndex, NodeId};
+use augur_kernels::stats::{AccessCounts, AccessStats, FragmentIndex, NodeId};
 
 use super::ids::{FragmentIds, NodeIds};
 use super::{clean_rate, Action, CleanTick, ControllerConfig, Decision, Hint, InFlight, MAX_NODES};
@@ -20,10 +20,20 @@ pub struct Predictive {
     predictor: Predictor,
     fragments: FragmentIds,
     nodes: NodeIds,
+    /// The season the forecasters were built with.
+    season: Option<usize>,
+    /// The last detection's answer and how many checks in a row gave it.
+    candidate: Option<(usize, u32)>,
 }
 
-fn predictor_config(config: &ControllerConfig) -> PredictorConfig {
-    let ensemble = match config.season_ticks.filter(|s| *s >= 2) {
+/// How often (ticks) the period detector runs, and how many hot fragments it looks at.
+const SEASON_CHECK_TICKS: u64 = 10;
+const SEASON_FRAGMENTS: usize = 16;
+/// Share of a fragment's accesses its top node needs to count as its dominant accessor.
+const DOMINANT_SHARE: f64 = 0.5;
+
+fn predictor_config(config: &ControllerConfig, season: Option<usize>) -> PredictorConfig {
+    let ensemble = match season.filter(|s| *s >= 2) {
         // The backtest window spans two seasons, so the seasonal models' advantage (they saw
         // the last shift coming) is still in the window at the next one.
         Some(season) => EnsembleConfig {
@@ -34,7 +44,7 @@ fn predictor_config(config: &ControllerConfig) -> PredictorConfig {
     };
     let history = config
         .history_ticks
-        .max(2 * config.season_ticks.unwrap_or(0))
+        .max(2 * season.unwrap_or(0))
         .clamp(2, 10_000);
     PredictorConfig {
         horizon: config.horizon_ticks.clamp(1, 1_000),
@@ -59,11 +69,72 @@ fn overlaps(fragment_lo: &[u8], fragment_hi: Option<&[u8]>, hint: &Hint) -> bool
 
 impl Predictive {
     pub fn new(config: &ControllerConfig) -> Self {
+        let season = config.season_ticks.filter(|s| *s >= 2);
         Predictive {
-            predictor: Predictor::new(0, predictor_config(config)),
+            predictor: Predictor::new(0, predictor_config(config, season)),
             fragments: FragmentIds::default(),
             nodes: NodeIds::default(),
+            season,
+            candidate: None,
         }
+    }
+
+    pub fn season(&self) -> Option<usize> {
+        self.season
+    }
+
+    /// Every `SEASON_CHECK_TICKS`, look for a period; adopt one found twice in a row (then
+    /// return the rebuilt forecasters' forecast for this tick).
+    fn maybe_adopt_season(&mut self, tick: u64, config: &ControllerConfig) -> Option<Affinity> {
+        if config.season_ticks.is_some()
+            || !config.detect_season
+            || !tick.is_multiple_of(SEASON_CHECK_TICKS)
+        {
+            return None;
+        }
+        let max_period = (config.history_ticks.clamp(2, 10_000) / 3).max(2);
+        let Some(period) = detect_period(self.predictor.stats(), max_period) else {
+            self.candidate = None;
+            return None;
+        };
+        let seen = match self.candidate {
+            Some((p, n)) if p == period => n + 1,
+            _ => 1,
+        };
+        self.candidate = Some((period, seen));
+        if seen >= 2 && self.season != Some(period) {
+            return Some(self.rebuild(config, period));
+        }
+        None
+    }
+
+    /// New forecasters with `season`, trained by replaying the history the old ones kept.
+    fn rebuild(&mut self, config: &ControllerConfig, season: usize) -> Affinity {
+        let history: Vec<((FragmentIndex, NodeId), Vec<AccessCounts>)> = self
+            .predictor
+            .stats()
+            .pairs()
+            .map(|(&key, series)| (key, series.samples().copied().collect()))
+            .collect();
+        let length = history.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let mut forecast = Affinity::default();
+        let mut predictor =
+            Predictor::new(self.fragments.len(), predictor_config(config, Some(season)));
+        for i in 0..length {
+            for ((fragment, node), samples) in &history {
+                // Series are aligned at their newest sample.
+                if let Some(sample) = (i + samples.len())
+                    .checked_sub(length)
+                    .and_then(|j| samples.get(j))
+                {
+                    predictor.add_counts(*fragment, *node, *sample);
+                }
+            }
+            forecast = predictor.tick();
+        }
+        self.predictor = predictor;
+        self.season = Some(season);
+        forecast
     }
 
     pub fn tick(
@@ -105,7 +176,11 @@ impl Predictive {
         }
 
         // 3. Forecast, then hints on top.
-        let forecast = self.predictor.tick();
+        let mut forecast = self.predictor.tick();
+        if let Some(rebuilt) = self.maybe_adopt_season(input.tick, config) {
+            // The rebuilt forecasters replayed this tick too: theirs is the forecast.
+            forecast = rebuilt;
+        }
         let affinity = self.apply_hints(forecast, input, config, tick_s);
 
         // 4. Solve.
@@ -306,4 +381,76 @@ impl Predictive {
         }
         Affinity::from_rows(rows)
     }
+}
+
+/// The smallest period P (2..=max_period) at which hot fragments' dominant accessor repeats
+/// its changes: a change at tick t (top node a → b) counts as repeated when the same change
+/// happened at t − P. A fragment votes for its smallest P with at least two changes compared
+/// and 80% repeated; the most voted P wins (smaller on ties). None without changes to go on.
+fn detect_period(stats: &AccessStats, max_period: usize) -> Option<usize> {
+    const NONE: NodeId = NodeId::MAX;
+    let mut by_fragment: HashMap<FragmentIndex, Vec<(NodeId, Vec<u64>)>> = HashMap::new();
+    for (&(fragment, node), series) in stats.pairs() {
+        let samples = series.samples().map(AccessCounts::accesses).collect();
+        by_fragment
+            .entry(fragment)
+            .or_default()
+            .push((node, samples));
+    }
+    // (load, top node per tick, changes)
+    let mut candidates: Vec<(u64, Vec<NodeId>, usize)> = Vec::new();
+    for cells in by_fragment.values() {
+        let length = cells.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+        let mut top = vec![NONE; length];
+        let mut load: u64 = 0;
+        for (i, slot) in top.iter_mut().enumerate() {
+            let mut total: u64 = 0;
+            let mut best: (NodeId, u64) = (NONE, 0);
+            for (node, samples) in cells {
+                let value = (i + samples.len())
+                    .checked_sub(length)
+                    .and_then(|j| samples.get(j))
+                    .copied()
+                    .unwrap_or(0);
+                total = total.saturating_add(value);
+                if value > best.1 || (value == best.1 && value > 0 && *node < best.0) {
+                    best = (*node, value);
+                }
+            }
+            load = load.saturating_add(total);
+            if total > 0 && best.1 as f64 >= DOMINANT_SHARE * total as f64 {
+                *slot = best.0;
+            }
+        }
+        let changes = top.windows(2).filter(|w| w[0] != w[1]).count();
+        if changes >= 3 {
+            candidates.push((load, top, changes));
+        }
+    }
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    candidates.truncate(SEASON_FRAGMENTS);
+    let mut votes: HashMap<usize, usize> = HashMap::new();
+    for (_, top, _) in &candidates {
+        let vote = (2..=max_period.min(top.len() / 2)).find(|&period| {
+            let mut compared = 0;
+            let mut repeated = 0;
+            for t in (period + 1)..top.len() {
+                if top[t] == top[t - 1] {
+                    continue;
+                }
+                compared += 1;
+                if top[t - period] == top[t] && top[t - period - 1] == top[t - 1] {
+                    repeated += 1;
+                }
+            }
+            compared >= 2 && repeated * 5 >= compared * 4
+        });
+        if let Some(period) = vote {
+            *votes.entry(period).or_default() += 1;
+        }
+    }
+    votes
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(period, _)| period)
 }

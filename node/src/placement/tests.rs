@@ -140,6 +140,72 @@ fn hotspot_local_hits(policy: Policy, ticks: u64, warm_up: u64) -> (u64, u64, Co
 }
 
 #[test]
+fn predictive_detects_the_period_itself() {
+    let ticks = 360;
+    let warm_up = 150;
+    let mut controller = Controller::new(Policy::Predictive, ControllerConfig::default());
+    let mut frags = fragments(8, &NODES);
+    frags.push(fragment(HOT, 1, b"\xf0", None));
+    let mut rng = SplitMix64::new(5);
+    let (mut hits, mut measured) = (0, 0);
+    run(
+        &mut controller,
+        &mut frags,
+        &NODES,
+        ticks,
+        moving_hotspot(&mut rng),
+        |t, fragments| {
+            if t >= warm_up {
+                measured += 1;
+                let owner = fragments.iter().find(|f| f.id == HOT).map(|f| f.owner);
+                hits += u64::from(owner == Some(hot_node(t)));
+            }
+        },
+    );
+    println!(
+        "season detected: {:?}; local-hit ticks {hits} of {measured} after {warm_up}",
+        controller.season()
+    );
+    assert_eq!(controller.season(), Some(3 * PERIOD_K as usize));
+    assert!(hits * 10 >= measured * 9, "{hits} of {measured}");
+    assert!(controller.report().contains("season 30 ticks"));
+}
+
+#[test]
+fn no_season_is_detected_without_a_cycle() {
+    let mut controller = Controller::new(Policy::Predictive, ControllerConfig::default());
+    let mut frags = fragments(6, &NODES);
+    let mut rng = SplitMix64::new(9);
+    // A hotspot that jumps at irregular ticks to a random node.
+    let mut node = 1;
+    run(
+        &mut controller,
+        &mut frags,
+        &NODES,
+        400,
+        |_, fragments| {
+            if rng.below(13) == 0 {
+                node = 1 + rng.below(3);
+            }
+            let mut rates: HashMap<u64, HashMap<u64, f64>> = HashMap::new();
+            for f in fragments {
+                for &n in &NODES {
+                    let mean = if f.id == 1 && n == node {
+                        1_000.0
+                    } else {
+                        30.0
+                    };
+                    rates.entry(f.id).or_default().insert(n, mean);
+                }
+            }
+            rates
+        },
+        |_, _| {},
+    );
+    assert_eq!(controller.season(), None);
+}
+
+#[test]
 fn policy_names_round_trip() {
     for policy in Policy::ALL {
         assert_eq!(policy.to_string().parse::<Policy>(), Ok(policy));
