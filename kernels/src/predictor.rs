@@ -7,7 +7,7 @@ use crate::ensemble::{Ensemble, EnsembleConfig};
 use crate::forecast::Forecaster;
 use crate::hash::FxHashMap;
 use crate::markov::{MarkovConfig, SequenceModel};
-use crate::stats::{AccessStats, CoreRecorder, FragmentIndex, NodeId};
+use crate::stats::{AccessCounts, AccessStats, CoreRecorder, FragmentIndex, NodeId};
 
 #[derive(Clone, Debug)]
 pub struct PredictorConfig {
@@ -65,6 +65,19 @@ impl Predictor {
     /// Fold one core's recorder into the open tick.
     pub fn fold(&mut self, recorder: &mut CoreRecorder) {
         self.stats.fold(recorder);
+    }
+
+    /// Add already-aggregated counts for one (fragment, node) cell to the open tick (instead
+    /// of folding a `CoreRecorder`).
+    pub fn add_counts(&mut self, fragment: FragmentIndex, node: NodeId, counts: AccessCounts) {
+        self.stats.add(fragment, node, counts);
+    }
+
+    /// Forget a fragment's history and forecasters, so its index can be reused by another
+    /// fragment without inheriting a stranger's past.
+    pub fn forget_fragment(&mut self, fragment: FragmentIndex) {
+        self.stats.forget_fragment(fragment);
+        self.ensembles.retain(|(f, _), _| *f != fragment);
     }
 
     /// A connection's access, for the sequence model (the node may sample these).
@@ -147,6 +160,39 @@ mod tests {
         assert!((affinity.share(1, 2) - 0.9).abs() < 0.01);
         assert_eq!(predictor.series_count(), 2);
         assert_eq!(affinity.fragment_load(0), 0.0);
+    }
+
+    #[test]
+    fn added_counts_predict_like_folded_ones_and_forgetting_clears_a_fragment() {
+        let mut folded = Predictor::new(2, PredictorConfig::default());
+        let mut added = Predictor::new(2, PredictorConfig::default());
+        let mut core = CoreRecorder::new(2, 2, 2);
+        let (mut a, mut b) = (Affinity::default(), Affinity::default());
+        for _ in 0..20 {
+            for _ in 0..70 {
+                core.record(1, 1, AccessKind::Read, 8);
+            }
+            for _ in 0..30 {
+                core.record(1, 0, AccessKind::Read, 8);
+            }
+            folded.fold(&mut core);
+            a = folded.tick();
+            let counts = |reads| AccessCounts {
+                reads,
+                ..AccessCounts::default()
+            };
+            added.add_counts(1, 1, counts(70));
+            added.add_counts(1, 0, counts(30));
+            added.add_counts(0, 0, AccessCounts::default());
+            b = added.tick();
+        }
+        assert!((a.fragment_load(1) - b.fragment_load(1)).abs() < 1e-9);
+        assert!((b.share(1, 1) - 0.7).abs() < 1e-9);
+        assert_eq!(added.series_count(), 2);
+        added.forget_fragment(1);
+        assert_eq!(added.series_count(), 0);
+        assert!(added.stats().series(1, 1).is_none());
+        assert_eq!(added.tick().fragment_load(1), 0.0);
     }
 
     #[test]

@@ -324,6 +324,25 @@ impl AccessStats {
         }
     }
 
+    /// Add counts for one (fragment, node) cell to the open tick directly, for callers that
+    /// already aggregated them (a cluster's per-tick telemetry) rather than recording accesses.
+    pub fn add(&mut self, fragment: FragmentIndex, node: NodeId, counts: AccessCounts) {
+        if counts.is_zero() {
+            return;
+        }
+        let window = self.window;
+        self.pairs
+            .entry((fragment, node))
+            .or_insert_with(|| Series::new(window))
+            .current
+            .merge(&counts);
+    }
+
+    /// Drop every series of `fragment` (it was merged away or its index is being reused).
+    pub fn forget_fragment(&mut self, fragment: FragmentIndex) {
+        self.pairs.retain(|(f, _), _| *f != fragment);
+    }
+
     /// Close the tick: append the open sample to every live series and forget idle ones.
     pub fn close_tick(&mut self) {
         let window = self.window;

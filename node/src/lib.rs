@@ -26,6 +26,7 @@ pub mod glob;
 pub mod migrate;
 pub mod node;
 pub mod ownership;
+pub mod placement;
 pub mod resp;
 pub mod router;
 pub mod server;
