@@ -423,6 +423,9 @@ async fn core_main(
     let _ = ready.send(Ok(()));
     let receivers = receivers.streams().into_iter().map(|(_, rx)| rx).collect();
     CoreCtx::spawn_background(&ctx, receivers);
+    if core == 0 {
+        glommio::spawn_local(crate::placement::driver::run(ctx.clone())).detach();
+    }
     // Several at once: `accept` includes the handshake (for verbs also the QP set-up),
     // so one slow or silent peer does not hold up the others.
     for _ in 0..PEER_ACCEPTORS {

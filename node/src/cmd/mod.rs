@@ -81,6 +81,8 @@ pub enum ConnCmd {
     AugurStatus,
     /// AUGUR POLICY GET.
     AugurPolicy,
+    /// AUGUR PLACEMENT: the leader's decisions and their calibration.
+    AugurPlacement,
     /// AUGUR WHERE key: `node <id> core <c>` (or `node <id>` when another node owns
     /// it), for tools that need keys at known places.
     AugurWhere(Bytes),

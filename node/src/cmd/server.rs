@@ -50,6 +50,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
                 Plan::SetPolicy(p)
             }
             "POLICY" => return Err(Frame::error(args::SYNTAX)),
+            "PLACEMENT" if args.len() == 1 => Plan::Conn(ConnCmd::AugurPlacement),
             // AUGUR HINT KEY <key> <node> <seconds> | AUGUR HINT <lo> <hi|+inf> <node> <seconds>
             "HINT" if args.len() == 5 => {
                 let (lo, hi) = if upper(&args[1]) == "KEY" {

@@ -94,6 +94,9 @@ pub struct NodeShared {
     /// Migrations this node pulled in, and how they went.
     pub migrations: Mutex<crate::telemetry::migrations::MigrationStats>,
     pub hints: Mutex<Vec<HintEntry>>,
+    /// The leader's placement feedback (decisions, predicted vs observed), for
+    /// `AUGUR PLACEMENT`.
+    placement_report: Mutex<String>,
     /// How many fences are up: the data path looks at `fences` only when not zero.
     fenced: std::sync::atomic::AtomicUsize,
     /// The cluster's access picture from every node's tick summaries.
@@ -127,6 +130,7 @@ impl NodeShared {
             policy: Mutex::new(config.placement_policy.clone()),
             migrations: Mutex::new(Default::default()),
             hints: Mutex::new(Vec::new()),
+            placement_report: Mutex::new(String::new()),
             fenced: std::sync::atomic::AtomicUsize::new(0),
             config,
         }
@@ -240,6 +244,13 @@ impl NodeShared {
     ) -> std::sync::MutexGuard<'_, crate::telemetry::migrations::MigrationStats> {
         match self.migrations.lock() {
             Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn placement_report(&self) -> std::sync::MutexGuard<'_, String> {
+        match self.placement_report.lock() {
+            Ok(r) => r,
             Err(poisoned) => poisoned.into_inner(),
         }
     }

@@ -18,6 +18,7 @@
 //! Every decision's predicted benefit is logged in `augur_kernels::feedback`; the rates seen
 //! after the move settle it, and [`Controller::report`] prints the calibration per policy.
 
+pub mod driver;
 mod feedback;
 mod ids;
 mod predictive;

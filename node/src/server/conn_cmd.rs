@@ -135,6 +135,14 @@ pub fn execute(ctx: &CoreCtx, session: &mut Session, cmd: ConnCmd, name: &Bytes)
             Frame::Verbatim(Bytes::from(super::info::render(ctx, &sections)))
         }
         ConnCmd::AugurPolicy => Frame::Bulk(Bytes::from(shared.policy())),
+        ConnCmd::AugurPlacement => {
+            let report = shared.placement_report().clone();
+            Frame::Verbatim(Bytes::from(if report.is_empty() {
+                "this node does not lead the ownership table; ask the leader (INFO cluster: cluster_leader)\n".to_string()
+            } else {
+                report
+            }))
+        }
         ConnCmd::AugurWhere(key) => {
             let me = shared.cluster().my_id;
             let owner = shared.routes.snapshot().owner_of(&key);

@@ -1,0 +1,117 @@
+//! The controller on the runtime. Core 0 of every node runs [`run`]; only the node that
+//! leads the ownership table acts (a new leader starts with a fresh history). Each tick
+//! the table, the telemetry (rates, fragment sizes) and live hints go in; decisions come
+//! out and are carried out one migration at a time; outcomes go back for feedback.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::cmd::args::now_ms;
+use crate::core::CoreCtx;
+use crate::ownership::FragmentState;
+
+use super::{Action, Controller, ControllerConfig, FragmentView, Hint, Policy, TickInput};
+
+pub async fn run(ctx: Rc<CoreCtx>) {
+    let tick = Duration::from_millis(ctx.shared.config.telemetry_interval_ms.max(10));
+    let mut controller = Controller::new(
+        Policy::Static,
+        ControllerConfig {
+            tick_ms: tick.as_millis() as u64,
+            ..ControllerConfig::default()
+        },
+    );
+    // The migration in flight (one at a time), and finished ones not yet reported.
+    let busy = Rc::new(RefCell::new(false));
+    let finished: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
+    let mut leading = false;
+    loop {
+        glommio::timer::sleep(tick).await;
+        let Some(ownership) = ctx.shared.ownership.get() else {
+            continue;
+        };
+        let now = now_ms();
+        for (fragment, moved) in finished.borrow_mut().drain(..) {
+            controller.outcome(fragment, moved, now);
+        }
+        let me = ownership.node_id();
+        let leader = ownership.status().leader == Some(me);
+        if leader != leading {
+            leading = leader;
+            if leader {
+                // History built elsewhere is not ours: start afresh as the leader.
+                controller = Controller::new(Policy::Static, controller.config().clone());
+            }
+        }
+        if !leader {
+            continue;
+        }
+        let policy = ctx.shared.policy().parse().unwrap_or(Policy::Static);
+        controller.set_policy(policy);
+        let table = ownership.table();
+        let (rates, sizes) = {
+            let t = ctx.shared.telemetry();
+            (t.rates(), t.sizes())
+        };
+        let fragments: Vec<FragmentView> = table
+            .fragments
+            .values()
+            .map(|f| FragmentView {
+                id: f.id,
+                owner: f.owner,
+                bytes: sizes.get(&f.id).copied().unwrap_or(0),
+                stable: f.state == FragmentState::Stable,
+                lo: f.lo.clone(),
+                hi: f.hi.clone(),
+            })
+            .collect();
+        let nodes: Vec<u64> = table.members.keys().copied().collect();
+        let hints: Vec<Hint> = ctx
+            .shared
+            .hints(now)
+            .into_iter()
+            .map(|h| Hint {
+                lo: h.lo.to_vec(),
+                hi: h.hi.map(|b| b.to_vec()),
+                node: h.node,
+                until_ms: h.until_ms,
+            })
+            .collect();
+        let decisions = controller.tick(&TickInput {
+            now_ms: now,
+            fragments: &fragments,
+            nodes: &nodes,
+            rates: &rates,
+            hints: &hints,
+        });
+        *ctx.shared.placement_report() = controller.report();
+        for d in decisions {
+            let Action::Migrate { fragment, to } = d.action;
+            if *busy.borrow() {
+                finished.borrow_mut().push((fragment, false));
+                continue;
+            }
+            tracing::info!(
+                fragment,
+                to,
+                policy = policy.name(),
+                benefit_us = d.predicted_benefit_us,
+                cost_us = d.cost_us,
+                reason = %d.reason,
+                "placement decision"
+            );
+            *busy.borrow_mut() = true;
+            let (ctx, busy, finished) = (ctx.clone(), busy.clone(), finished.clone());
+            glommio::spawn_local(async move {
+                let result = crate::migrate::start(&ctx, fragment, to).await;
+                if let Err(e) = &result {
+                    tracing::warn!(fragment, to, "placement migration failed: {e}");
+                }
+                finished.borrow_mut().push((fragment, result.is_ok()));
+                *busy.borrow_mut() = false;
+            })
+            .detach();
+        }
+    }
+}

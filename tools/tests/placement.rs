@@ -1,0 +1,125 @@
+//! The placement controller acting on a real 3-node cluster: when one node's clients
+//! make all the accesses to a fragment another node owns, `reactive` and `predictive`
+//! move it there by themselves, with no client error; `static` leaves it where it is.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use augur_bench::cluster::{ClusterOptions, LocalCluster};
+use redis::Commands;
+
+fn cluster(policy: &str) -> LocalCluster {
+    let log_dir = std::env::temp_dir().join(format!(
+        "augur-test-placement-{policy}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&log_dir).expect("log dir");
+    LocalCluster::start(
+        Path::new(env!("CARGO_BIN_EXE_augur")),
+        ClusterOptions {
+            nodes: 3,
+            base_port: 0,
+            cores: 1,
+            log_dir,
+            ready_timeout: Duration::from_secs(60),
+            policy: Some(policy.into()),
+            extra_args: vec!["--telemetry-interval-ms".into(), "200".into()],
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .expect("cluster starts")
+}
+
+fn connect(addr: SocketAddr) -> redis::Connection {
+    let con = redis::Client::open(format!("redis://{addr}/"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    con.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    con
+}
+
+fn owner(con: &mut redis::Connection, key: &str) -> u64 {
+    let place: String = redis::cmd("AUGUR")
+        .arg("WHERE")
+        .arg(key)
+        .query(con)
+        .expect("where");
+    place
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
+}
+
+/// Hammer the `m:` fragment from node `from`'s clients for up to `limit`, stopping early
+/// once the fragment is there; returns whether it got there, and client errors.
+fn hammer_until_local(c: &LocalCluster, from: usize, limit: Duration) -> (bool, Vec<String>) {
+    let mut con = connect(c.nodes[from].addr);
+    let me = from as u64 + 1;
+    let deadline = Instant::now() + limit;
+    let mut errors = Vec::new();
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..200 {
+            i += 1;
+            let key = format!("m:{}", i % 500);
+            if let Err(e) = con.set::<_, _, ()>(&key, i) {
+                errors.push(e.to_string());
+            }
+            match con.get::<_, Option<u64>>(&key) {
+                Ok(Some(v)) if v == i => {}
+                other => errors.push(format!("GET {key}: {other:?}")),
+            }
+        }
+        if owner(&mut con, "m:0") == me {
+            return (true, errors);
+        }
+    }
+    (false, errors)
+}
+
+fn follows_its_clients(policy: &str) {
+    let c = cluster(policy);
+    let start_owner = owner(&mut connect(c.nodes[0].addr), "m:0") as usize - 1;
+    let clients_on = (start_owner + 1) % 3;
+    let started = Instant::now();
+    let (arrived, errors) = hammer_until_local(&c, clients_on, Duration::from_secs(30));
+    eprintln!(
+        "{policy}: fragment of m:0 {} node {} after {:?}",
+        if arrived { "moved to" } else { "never reached" },
+        clients_on + 1,
+        started.elapsed()
+    );
+    assert!(
+        errors.is_empty(),
+        "clients saw errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    assert!(
+        arrived,
+        "{policy} did not move the fragment to its clients' node"
+    );
+}
+
+#[test]
+fn reactive_moves_a_fragment_to_its_clients() {
+    follows_its_clients("reactive");
+}
+
+#[test]
+fn predictive_moves_a_fragment_to_its_clients() {
+    follows_its_clients("predictive");
+}
+
+#[test]
+fn static_never_moves() {
+    let c = cluster("static");
+    let start_owner = owner(&mut connect(c.nodes[0].addr), "m:0") as usize - 1;
+    let (arrived, errors) = hammer_until_local(&c, (start_owner + 1) % 3, Duration::from_secs(4));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!arrived, "static moved a fragment");
+}
