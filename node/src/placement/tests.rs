@@ -237,6 +237,49 @@ fn unreported_decisions_expire_as_failed() {
 }
 
 #[test]
+fn the_per_tick_budget_holds_for_moves_and_bytes() {
+    let mut frags = fragments(6, &[1]);
+    for f in &mut frags {
+        f.bytes = 600 << 20;
+    }
+    let mut rates: HashMap<u64, HashMap<u64, f64>> = HashMap::new();
+    for f in &frags {
+        rates.entry(f.id).or_default().insert(2, 1e6);
+    }
+    let hints = [Hint {
+        lo: Vec::new(),
+        hi: None,
+        node: 2,
+        until_ms: u64::MAX,
+    }];
+    for (policy, max_bytes, expected) in [
+        (Policy::Reactive, 1 << 30, 1), // 2 × 600 MiB > 1 GiB
+        (Policy::Reactive, 4 << 30, 2), // max_moves_per_tick
+        (Policy::Predictive, 1 << 30, 1),
+        (Policy::Predictive, 4 << 30, 2),
+    ] {
+        let config = ControllerConfig {
+            max_bytes_per_tick: max_bytes,
+            max_moves_per_tick: 2,
+            reactive_ticks: 1,
+            ..ControllerConfig::default()
+        };
+        let mut controller = Controller::new(policy, config);
+        let decisions = controller.tick(&TickInput {
+            now_ms: 0,
+            fragments: &frags,
+            nodes: &NODES,
+            rates: &rates,
+            hints: &hints,
+        });
+        assert_eq!(decisions.len(), expected, "{policy} {max_bytes}");
+        assert!(decisions
+            .iter()
+            .all(|d| matches!(d.action, Action::Migrate { to: 2, .. })));
+    }
+}
+
+#[test]
 fn policy_names_round_trip() {
     for policy in Policy::ALL {
         assert_eq!(policy.to_string().parse::<Policy>(), Ok(policy));
