@@ -138,6 +138,19 @@ impl Feedback {
         );
     }
 
+    /// The decision on `fragment` will never be reported back: settle it as failed.
+    pub fn expire(&mut self, fragment: u64) {
+        if let Some(tracked) = self.awaiting.remove(&fragment) {
+            self.settle_failed(tracked);
+        }
+    }
+
+    /// Decisions awaiting an outcome or still being observed (bounded by the in-flight set).
+    #[cfg(test)]
+    pub fn unsettled(&self) -> usize {
+        self.awaiting.len() + self.observing.len()
+    }
+
     fn settle_failed(&mut self, tracked: Tracked) {
         self.counters.entry(tracked.policy).or_default().failed += 1;
         // No benefit realised; the cost is counted as spent.

@@ -339,11 +339,21 @@ impl Controller {
         self.tick += 1;
         let clean = CleanTick::new(input, tick);
         let timeout = self.config.in_flight_timeout_ticks;
-        self.in_flight
-            .retain(|_, f| tick.saturating_sub(f.decided_tick) <= timeout);
         let present: std::collections::HashSet<u64> =
             clean.fragments.iter().map(|f| f.id).collect();
-        self.in_flight.retain(|id, _| present.contains(id));
+        // Decisions never reported back (timed out, or the fragment is gone) count as failed.
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(id, f)| {
+                tick.saturating_sub(f.decided_tick) > timeout || !present.contains(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.in_flight.remove(&id);
+            self.feedback.expire(id);
+        }
         self.last_change.retain(|id, _| present.contains(id));
 
         self.feedback.observe(self.policy, &clean, &self.config);
@@ -385,6 +395,11 @@ impl Controller {
         }
         self.feedback
             .outcome(fragment, moved, self.tick, self.config.horizon_ticks);
+    }
+
+    /// Decisions handed out and not yet reported through `outcome` (nor timed out).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// The season the predictive forecasters use (configured or detected), in ticks.

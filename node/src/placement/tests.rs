@@ -206,6 +206,80 @@ fn no_season_is_detected_without_a_cycle() {
 }
 
 #[test]
+fn unreported_decisions_expire_as_failed() {
+    let config = ControllerConfig {
+        in_flight_timeout_ticks: 5,
+        ..ControllerConfig::default()
+    };
+    let frags = vec![fragment(1, 1, b"", None)];
+    let rates = one_fragment_rates(&[(2, 1_000.0)]);
+    let mut controller = Controller::new(Policy::Reactive, config);
+    let mut decided = Vec::new();
+    for t in 0..40 {
+        let decisions = controller.tick(&TickInput {
+            now_ms: t * 1_000,
+            fragments: &frags,
+            nodes: &NODES,
+            rates: &rates,
+            hints: &[],
+        });
+        if !decisions.is_empty() {
+            decided.push(t);
+        }
+    }
+    // Never carried out: decided again only after each timeout, and the stale ones are
+    // settled as failed rather than kept forever.
+    assert!(decided.len() >= 3, "{decided:?}");
+    assert!(decided.windows(2).all(|w| w[1] - w[0] > 5), "{decided:?}");
+    let counters = controller.feedback.counters(Policy::Reactive);
+    assert_eq!(counters.failed as usize, decided.len() - 1);
+    assert!(controller.feedback.unsettled() <= 1);
+}
+
+#[test]
+fn the_per_tick_budget_holds_for_moves_and_bytes() {
+    let mut frags = fragments(6, &[1]);
+    for f in &mut frags {
+        f.bytes = 600 << 20;
+    }
+    let mut rates: HashMap<u64, HashMap<u64, f64>> = HashMap::new();
+    for f in &frags {
+        rates.entry(f.id).or_default().insert(2, 1e6);
+    }
+    let hints = [Hint {
+        lo: Vec::new(),
+        hi: None,
+        node: 2,
+        until_ms: u64::MAX,
+    }];
+    for (policy, max_bytes, expected) in [
+        (Policy::Reactive, 1 << 30, 1), // 2 × 600 MiB > 1 GiB
+        (Policy::Reactive, 4 << 30, 2), // max_moves_per_tick
+        (Policy::Predictive, 1 << 30, 1),
+        (Policy::Predictive, 4 << 30, 2),
+    ] {
+        let config = ControllerConfig {
+            max_bytes_per_tick: max_bytes,
+            max_moves_per_tick: 2,
+            reactive_ticks: 1,
+            ..ControllerConfig::default()
+        };
+        let mut controller = Controller::new(policy, config);
+        let decisions = controller.tick(&TickInput {
+            now_ms: 0,
+            fragments: &frags,
+            nodes: &NODES,
+            rates: &rates,
+            hints: &hints,
+        });
+        assert_eq!(decisions.len(), expected, "{policy} {max_bytes}");
+        assert!(decisions
+            .iter()
+            .all(|d| matches!(d.action, Action::Migrate { to: 2, .. })));
+    }
+}
+
+#[test]
 fn policy_names_round_trip() {
     for policy in Policy::ALL {
         assert_eq!(policy.to_string().parse::<Policy>(), Ok(policy));
@@ -292,6 +366,10 @@ fn predictive_follows_a_periodic_hotspot_ahead_of_reactive() {
     println!("reactive report:\n{}", reactive.report());
     assert!(pct(predictive_hits) >= 90.0);
     assert!(pct(reactive_hits) <= pct(predictive_hits) - 15.0);
+    // Reactive follows exactly `reactive_ticks` after each shift: it misses that many ticks
+    // of every K.
+    let k = u64::from(ControllerConfig::default().reactive_ticks);
+    assert_eq!(reactive_hits * PERIOD_K, measured * (PERIOD_K - k));
     // The cold fragments never moved: every predictive move was the hot one's.
     let moves = predictive.feedback.counters(Policy::Predictive).moved;
     assert!(moves <= ticks / PERIOD_K + 3, "{moves} moves");
