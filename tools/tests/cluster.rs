@@ -9,43 +9,25 @@ use std::time::{Duration, Instant};
 use augur_bench::cluster::{ClusterOptions, LocalCluster};
 use redis::Commands;
 
-fn augur() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_augur"))
-}
+mod common;
 
 fn cluster(dir: Option<&Path>) -> LocalCluster {
     cluster_with(dir, &[])
 }
 
 fn cluster_with(dir: Option<&Path>, extra: &[&str]) -> LocalCluster {
-    let log_dir = std::env::temp_dir().join(format!("augur-test-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&log_dir).expect("log dir");
-    LocalCluster::start(
-        augur(),
+    common::start(
+        "cluster",
         ClusterOptions {
-            nodes: 3,
-            base_port: 0,
-            cores: 1,
             dir: dir.map(Path::to_path_buf),
-            log_dir,
-            ready_timeout: Duration::from_secs(60),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         },
-        |_| {},
     )
-    .expect("cluster starts")
 }
 
 fn client(c: &LocalCluster, id: u32) -> redis::Connection {
-    let addr = c.nodes[(id - 1) as usize].addr;
-    let con = redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect");
-    con.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    con
+    common::connect(c.nodes[(id - 1) as usize].addr)
 }
 
 /// Keys whose first byte covers every value, so every node owns some.
@@ -60,11 +42,7 @@ fn keys(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn info_u64(con: &mut redis::Connection, field: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("cluster").query(con).expect("info");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {info}"))
+    common::info_u64(con, "cluster", field)
 }
 
 fn status(con: &mut redis::Connection) -> String {

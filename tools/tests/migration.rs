@@ -3,54 +3,18 @@
 //! latest value through every node, and no client ever saw an error.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_bench::cluster::{ClusterOptions, LocalCluster};
+use common::{connect, owner};
 use redis::Commands;
 
+mod common;
+
 fn cluster() -> LocalCluster {
-    let log_dir = std::env::temp_dir().join(format!("augur-test-migration-{}", std::process::id()));
-    std::fs::create_dir_all(&log_dir).expect("log dir");
-    LocalCluster::start(
-        Path::new(env!("CARGO_BIN_EXE_augur")),
-        ClusterOptions {
-            nodes: 3,
-            base_port: 0,
-            cores: 1,
-            log_dir,
-            ready_timeout: Duration::from_secs(60),
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .expect("cluster starts")
-}
-
-fn connect(addr: std::net::SocketAddr) -> redis::Connection {
-    let con = redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect");
-    con.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    con
-}
-
-/// The node that owns `key`, asked of any node.
-fn owner(con: &mut redis::Connection, key: &str) -> u64 {
-    let place: String = redis::cmd("AUGUR")
-        .arg("WHERE")
-        .arg(key)
-        .query(con)
-        .expect("where");
-    place
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
+    common::start("migration", ClusterOptions::default())
 }
 
 /// Wait until `con`'s node routes `key` to `node` (nodes learn a commit from their
@@ -179,16 +143,8 @@ fn a_fragment_moves_under_load_and_nothing_is_lost() {
     wait_owner(&mut admin, "m:0", to);
     check_everywhere(&c, &last);
     // The target counted it, with its pause.
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query(&mut connect(c.nodes[(to - 1) as usize].addr))
-        .expect("info");
-    let field = |name: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {info}"))
-    };
+    let mut target = connect(c.nodes[(to - 1) as usize].addr);
+    let mut field = |name: &str| common::info_u64(&mut target, "cluster", name);
     assert_eq!(field("migrations_in"), 1);
     assert!(field("migration_bytes") >= 2000 * 200);
     assert!(field("migration_pause_max_us") > 0);

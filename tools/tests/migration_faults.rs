@@ -6,67 +6,27 @@
 //! and clients saw no error.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_bench::cluster::{ClusterOptions, LocalCluster};
+use common::{connect, owner};
 use redis::Commands;
 
+mod common;
+
 fn cluster(env: &[(&str, &str)]) -> LocalCluster {
-    let log_dir = std::env::temp_dir().join(format!(
-        "augur-test-migration-faults-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&log_dir).expect("log dir");
-    LocalCluster::start(
-        Path::new(env!("CARGO_BIN_EXE_augur")),
+    common::start(
+        "migration-faults",
         ClusterOptions {
-            nodes: 3,
-            base_port: 0,
-            cores: 1,
-            log_dir,
-            ready_timeout: Duration::from_secs(60),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Default::default()
         },
-        |_| {},
     )
-    .expect("cluster starts")
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64)
-}
-
-fn connect(addr: SocketAddr) -> redis::Connection {
-    let con = redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect");
-    con.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    con
-}
-
-fn owner(con: &mut redis::Connection, key: impl redis::ToRedisArgs) -> u64 {
-    let place: String = redis::cmd("AUGUR")
-        .arg("WHERE")
-        .arg(key)
-        .query(con)
-        .expect("where");
-    place
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
 }
 
 /// The state column of the fragment holding keys `m...` in AUGUR STATUS.

@@ -2,57 +2,23 @@
 //! make all the accesses to a fragment another node owns, `reactive` and `predictive`
 //! move it there by themselves, with no client error; `static` leaves it where it is.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use augur_bench::cluster::{ClusterOptions, LocalCluster};
+use common::{connect, owner};
 use redis::Commands;
 
+mod common;
+
 fn cluster(policy: &str) -> LocalCluster {
-    let log_dir = std::env::temp_dir().join(format!(
-        "augur-test-placement-{policy}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&log_dir).expect("log dir");
-    LocalCluster::start(
-        Path::new(env!("CARGO_BIN_EXE_augur")),
+    common::start(
+        policy,
         ClusterOptions {
-            nodes: 3,
-            base_port: 0,
-            cores: 1,
-            log_dir,
-            ready_timeout: Duration::from_secs(60),
             policy: Some(policy.into()),
             extra_args: vec!["--telemetry-interval-ms".into(), "200".into()],
             ..Default::default()
         },
-        |_| {},
     )
-    .expect("cluster starts")
-}
-
-fn connect(addr: SocketAddr) -> redis::Connection {
-    let con = redis::Client::open(format!("redis://{addr}/"))
-        .expect("client")
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect");
-    con.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    con
-}
-
-fn owner(con: &mut redis::Connection, key: &str) -> u64 {
-    let place: String = redis::cmd("AUGUR")
-        .arg("WHERE")
-        .arg(key)
-        .query(con)
-        .expect("where");
-    place
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("odd AUGUR WHERE answer {place}"))
 }
 
 /// Hammer the `m:` fragment from node `from`'s clients for up to `limit`, stopping early
