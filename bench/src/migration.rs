@@ -284,7 +284,12 @@ fn wait_owner(c: &mut Resp, key: &[u8], node: u64, timeout: Duration) -> anyhow:
 }
 
 /// SETs every key through `c` in pipelined batches, checking every reply.
-pub(crate) fn load(c: &mut Resp, keys: u64, value_size: usize, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) fn load(
+    c: &mut Resp,
+    keys: u64,
+    value_size: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut next = 0u64;
     let mut buf = BytesMut::new();
