@@ -256,12 +256,12 @@ pub fn value_for(n: u64, size: usize) -> Vec<u8> {
     v
 }
 
-fn key_for(n: u64) -> Vec<u8> {
+pub(crate) fn key_for(n: u64) -> Vec<u8> {
     format!("{KEY_PREFIX}{n}").into_bytes()
 }
 
 /// The node that owns `key`, asked of `c`'s node.
-fn owner_of(c: &mut Resp, key: &[u8]) -> anyhow::Result<Option<u64>> {
+pub(crate) fn owner_of(c: &mut Resp, key: &[u8]) -> anyhow::Result<Option<u64>> {
     Ok(match where_is(c, key)? {
         Place::Core { node, .. } | Place::Node(node) => Some(node),
         Place::Unassigned => None,
@@ -284,7 +284,12 @@ fn wait_owner(c: &mut Resp, key: &[u8], node: u64, timeout: Duration) -> anyhow:
 }
 
 /// SETs every key through `c` in pipelined batches, checking every reply.
-fn load(c: &mut Resp, keys: u64, value_size: usize, deadline: Instant) -> anyhow::Result<()> {
+pub(crate) fn load(
+    c: &mut Resp,
+    keys: u64,
+    value_size: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut next = 0u64;
     let mut buf = BytesMut::new();
@@ -339,7 +344,7 @@ impl Phase {
 const GET: usize = 0;
 const SET: usize = 1;
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Bounds are constants that are valid; a failure here is a programming error.
     Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
         .unwrap_or_else(|e| unreachable!("histogram bounds: {e}"))
@@ -722,7 +727,7 @@ pub fn spread(values: &[f64]) -> Spread {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met {
         "MET"
     } else {

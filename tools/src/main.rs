@@ -119,6 +119,10 @@ enum BenchCommand {
     /// Live migration of one big fragment between nodes under client load: throughput
     /// against the fabric's raw READ bandwidth, write pause, client p99, source CPU.
     Migration(augur_bench::migration::Options),
+    /// A hotspot rotating over the nodes, per placement policy (static, reactive,
+    /// predictive): local-hit ratio overall and right after each shift, GET p50/p99,
+    /// migrations.
+    Hotspot(augur_bench::hotspot::Options),
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -315,6 +319,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::VsRedis(opts)) => augur_bench::vs_redis::run(&opts),
         Command::Bench(BenchCommand::Latency(opts)) => augur_bench::latency::run(&opts),
         Command::Bench(BenchCommand::Migration(opts)) => augur_bench::migration::run(&opts),
+        Command::Bench(BenchCommand::Hotspot(opts)) => augur_bench::hotspot::run(&opts),
     }
 }
 
