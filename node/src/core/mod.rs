@@ -132,7 +132,9 @@ impl CoreCtx {
     /// Replies come back in request order.
     pub async fn run_keys(&self, reqs: Vec<KeyRequest>) -> Vec<Frame> {
         let mut out: Vec<Option<Frame>> = vec![None; reqs.len()];
-        let counted = self.count_accesses(&reqs);
+        // For telemetry: each request's table fragment, whether it writes, its bytes
+        // (the reply's are added once known); filled by the first routing pass.
+        let mut counted = vec![(0u32, false, 0usize); reqs.len()];
         let mut pending: Vec<(u32, KeyRequest)> = reqs
             .into_iter()
             .enumerate()
@@ -141,7 +143,8 @@ impl CoreCtx {
         let deadline = std::time::Instant::now() + RETRY_FOR;
         for attempt in 0u32.. {
             let last = std::time::Instant::now() >= deadline;
-            let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false);
+            let count = (attempt == 0).then_some(&mut counted[..]);
+            let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false, count);
             let reads = take_one_sided(&mut nodes);
             let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
                 self.send_keys(cores),
@@ -223,19 +226,6 @@ impl CoreCtx {
         {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
-    }
-
-    /// For telemetry: each request's cluster fragment, whether it writes, and the
-    /// bytes it carries (the reply's are added once known).
-    fn count_accesses(&self, reqs: &[KeyRequest]) -> Vec<(u32, bool, usize)> {
-        let mut routes = self.routes.borrow_mut();
-        let table = routes.get(&self.shared.routes);
-        reqs.iter()
-            .map(|r| {
-                let (_, fragment) = table.locate(&r.key);
-                (fragment, r.op.is_write(), r.key.len() + r.op.payload_len())
-            })
-            .collect()
     }
 
     /// Take over a fragment that migrated here.
@@ -567,9 +557,14 @@ impl CoreCtx {
     /// answered `Moved` rather than forwarded, so a request never hops twice.
     pub async fn run_keys_for_peer(
         &self,
-        _cluster_version: u64,
+        cluster_version: u64,
         reqs: Vec<KeyRequest>,
     ) -> Vec<KeyReply> {
+        // The asker routed with a newer table than ours: catch up before deciding what
+        // is ours, rather than answer `Moved` from a stale view.
+        if cluster_version > self.shared.routes.snapshot().cluster_version {
+            self.shared.follow_table();
+        }
         let n = reqs.len();
         let mut out: Vec<Option<Frame>> = vec![None; n];
         let pending = reqs
@@ -577,14 +572,14 @@ impl CoreCtx {
             .enumerate()
             .map(|(i, r)| (i as u32, r))
             .collect();
-        let (cores, mut elsewhere, fenced) = self.run_local(pending, &mut out, true);
+        let (cores, mut elsewhere, fenced) = self.run_local(pending, &mut out, true, None);
         let mut retry: Vec<u32> = Vec::new();
         if !fenced.is_empty() {
             // Hold them until the handover resolves, then run them here (an abort) or
             // answer `Moved` (a commit: the asker refreshes and goes to the new owner).
             self.wait_unfenced(&fenced).await;
             self.shared.follow_table();
-            let (cores_too, elsewhere_too, still) = self.run_local(fenced, &mut out, true);
+            let (cores_too, elsewhere_too, still) = self.run_local(fenced, &mut out, true, None);
             retry.extend(still.into_iter().map(|(i, _)| i));
             for (n, reqs) in elsewhere_too {
                 elsewhere.entry(n).or_default().extend(reqs);
@@ -629,11 +624,14 @@ impl CoreCtx {
 
     /// Run what this core owns; sort the rest by owning core and owning node. With
     /// `from_peer`, keys of other nodes are collected (to answer `Moved`), not sent.
+    /// `count`, indexed like the requests, gets each one's telemetry entry from the
+    /// same route lookup.
     fn run_local(
         &self,
         reqs: Vec<(u32, KeyRequest)>,
         out: &mut [Option<Frame>],
         from_peer: bool,
+        mut count: Option<&mut [(u32, bool, usize)]>,
     ) -> (Batches, NodeBatches, Vec<(u32, KeyRequest)>) {
         let now = now_ms();
         let mut cores = Batches::new();
@@ -643,11 +641,19 @@ impl CoreCtx {
         let table = routes.get(&self.shared.routes);
         let mut shard = self.shard.borrow_mut();
         for (i, req) in reqs {
+            let (owner, fragment) = table.locate(&req.key);
+            if let Some(slot) = count.as_deref_mut().and_then(|c| c.get_mut(i as usize)) {
+                *slot = (
+                    fragment,
+                    req.op.is_write(),
+                    req.key.len() + req.op.payload_len(),
+                );
+            }
             if self.shared.is_fenced(&req.key) {
                 fenced.push((i, req));
                 continue;
             }
-            match table.owner_of(&req.key) {
+            match owner {
                 Owner::Core(c) if c != self.core => cores.entry(c).or_default().push((i, req)),
                 Owner::Core(_) => match shard.execute(&req, now) {
                     Outcome::Done(f) => out[i as usize] = Some(f),

@@ -303,20 +303,6 @@ async fn copy_and_hand_off(
     }
     let mut fragments = Vec::with_capacity(pulls.len());
     for (p, fin) in pulls.into_iter().zip(&finals) {
-        let header_tail = {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&p.region.bytes()[32..40]);
-            u64::from_le_bytes(w)
-        };
-        if header_tail != fin.tail {
-            tracing::warn!(
-                copied = p.copied,
-                header_tail,
-                final_tail = fin.tail,
-                exported_tail = p.exported.tail,
-                "copied header disagrees with the fenced tail"
-            );
-        }
         let Pull {
             exported,
             region,
