@@ -221,3 +221,36 @@ fn cold_neighbours_merge_in_the_table() {
     }
     c.stop();
 }
+
+/// A pipeline of SET k / GET k / SET k / GET k on keys of every node, sent to one node:
+/// each GET sees the SET just before it, and no later one (remote keys' GETs must not
+/// overtake the writes travelling in the same message as one-sided reads).
+#[test]
+fn a_pipeline_reads_its_own_writes_on_every_node() {
+    let c = cluster(None);
+    let mut con = client(&c, 1);
+    let keys = keys(300);
+    for round in 0..5u64 {
+        let mut pipe = redis::pipe();
+        for (i, k) in keys.iter().enumerate() {
+            let first = round * 1_000_000 + i as u64 * 2;
+            pipe.set(k, first)
+                .ignore()
+                .get(k)
+                .set(k, first + 1)
+                .ignore()
+                .get(k);
+        }
+        let got: Vec<Option<u64>> = pipe.query(&mut con).expect("pipeline");
+        assert_eq!(got.len(), keys.len() * 2);
+        for (i, pair) in got.chunks(2).enumerate() {
+            let first = round * 1_000_000 + i as u64 * 2;
+            assert_eq!(
+                pair,
+                [Some(first), Some(first + 1)],
+                "key {:?} in round {round}",
+                String::from_utf8_lossy(&keys[i])
+            );
+        }
+    }
+}

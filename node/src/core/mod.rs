@@ -115,7 +115,8 @@ impl CoreCtx {
 }
 
 type Batches = BTreeMap<usize, Vec<(u32, KeyRequest)>>;
-type NodeBatches = BTreeMap<u64, Vec<(u32, KeyRequest)>>;
+type NodeBatch = Vec<(u32, KeyRequest)>;
+type NodeBatches = BTreeMap<u64, NodeBatch>;
 
 /// How long a request is re-routed after an owner answered `Moved` (or its fragment
 /// was fenced for a handover) before the client gets `-TRYAGAIN`; each retry first
@@ -685,33 +686,48 @@ impl CoreCtx {
             .get(&self.shared.routes)
             .cluster_version;
         let stats = &self.shared.stats[self.core];
-        let calls = split_by_bytes(nodes).into_iter().map(|(node, batch)| {
+        // Nodes are asked at once; the pieces of one node's batch one after another, so
+        // its requests run in pipeline order (a GET after a SET of the same key sees it).
+        let mut per_node: Vec<(u64, Vec<NodeBatch>)> = Vec::new();
+        for (node, piece) in split_by_bytes(nodes) {
+            match per_node.last_mut() {
+                Some((n, pieces)) if *n == node => pieces.push(piece),
+                _ => per_node.push((node, vec![piece])),
+            }
+        }
+        let calls = per_node.into_iter().map(|(node, pieces)| {
             let addr = cluster.members.get(&node).and_then(|m| {
                 let n = m.fabric.len();
                 (n > 0).then(|| m.fabric[self.core % n])
             });
             async move {
-                let Some(addr) = addr else {
-                    return (node, batch, Err(format!("node {node} is not a member")));
-                };
-                let keys: Vec<KeyRequest> = batch.iter().map(|(_, r)| r.clone()).collect();
-                stats::bump(&stats.remote_requests, keys.len() as u64);
-                let req = PeerRequest::Keys {
-                    cluster_version: version,
-                    reqs: keys,
-                };
-                let result = match self.peers.request(addr, &req).await {
-                    Ok(PeerReply::Keys(replies)) if replies.len() == batch.len() => Ok(replies),
-                    Ok(PeerReply::Refused(why)) => Err(format!("refused: {why}")),
-                    Ok(_) => Err("answered something else".to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                (node, batch, result)
+                let mut results = Vec::with_capacity(pieces.len());
+                for batch in pieces {
+                    let Some(addr) = addr else {
+                        results.push((node, batch, Err(format!("node {node} is not a member"))));
+                        continue;
+                    };
+                    let keys: Vec<KeyRequest> = batch.iter().map(|(_, r)| r.clone()).collect();
+                    stats::bump(&stats.remote_requests, keys.len() as u64);
+                    let req = PeerRequest::Keys {
+                        cluster_version: version,
+                        reqs: keys,
+                    };
+                    let result = match self.peers.request(addr, &req).await {
+                        Ok(PeerReply::Keys(replies)) if replies.len() == batch.len() => Ok(replies),
+                        Ok(PeerReply::Refused(why)) => Err(format!("refused: {why}")),
+                        Ok(_) => Err("answered something else".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    results.push((node, batch, result));
+                }
+                results
             }
         });
         let mut done = Vec::new();
         let mut moved = Vec::new();
-        for (node, batch, result) in futures::future::join_all(calls).await {
+        let results = futures::future::join_all(calls).await.into_iter().flatten();
+        for (node, batch, result) in results {
             match result {
                 Ok(replies) => {
                     for ((i, req), reply) in batch.into_iter().zip(replies) {
@@ -868,13 +884,20 @@ impl CoreCtx {
     }
 }
 
-/// Take out of `nodes` the requests a one-sided read can answer.
+/// Take out of `nodes` the requests a one-sided read can answer: reads of keys that no
+/// request in the same batch writes. A read of a key the pipeline also writes stays in the
+/// message, in order, or it could see the state before an earlier SET (or after a later one).
 fn take_one_sided(nodes: &mut NodeBatches) -> Vec<(u32, u64, KeyRequest)> {
     let mut reads = Vec::new();
     for (node, batch) in nodes.iter_mut() {
+        let written: std::collections::HashSet<Bytes> = batch
+            .iter()
+            .filter(|(_, r)| r.op.is_write())
+            .map(|(_, r)| r.key.clone())
+            .collect();
         let (one_sided, rest): (Vec<_>, Vec<_>) = std::mem::take(batch)
             .into_iter()
-            .partition(|(_, r)| remote::one_sided(&r.op));
+            .partition(|(_, r)| remote::one_sided(&r.op) && !written.contains(&r.key));
         *batch = rest;
         reads.extend(one_sided.into_iter().map(|(i, r)| (i, *node, r)));
     }

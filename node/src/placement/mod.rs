@@ -182,6 +182,17 @@ pub struct ControllerConfig {
     pub cost: CostModel,
 }
 
+impl ControllerConfig {
+    /// Ticks over which a move's benefit is credited (and later observed): the forecast
+    /// horizon, but at least the cooldown, since a moved fragment stays put that long. A
+    /// short horizon (to act right at a predicted shift) must not also shrink the payoff to
+    /// a fraction of a second, or only the busiest fragments would ever be worth moving.
+    pub fn payback_ticks(&self) -> usize {
+        let cooldown = usize::try_from(self.cooldown_ticks).unwrap_or(usize::MAX);
+        self.horizon_ticks.clamp(1, 1_000).max(cooldown.min(1_000))
+    }
+}
+
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
@@ -386,7 +397,7 @@ impl Controller {
     }
 
     /// A decision was carried out (`moved`) or failed. Observed benefit accrues over the
-    /// following `horizon_ticks` ticks' rates.
+    /// following `payback_ticks` ticks' rates.
     pub fn outcome(&mut self, fragment: u64, moved: bool, now_ms: u64) {
         let _ = now_ms;
         self.in_flight.remove(&fragment);
@@ -394,7 +405,7 @@ impl Controller {
             self.last_change.insert(fragment, self.tick);
         }
         self.feedback
-            .outcome(fragment, moved, self.tick, self.config.horizon_ticks);
+            .outcome(fragment, moved, self.tick, self.config.payback_ticks());
     }
 
     /// Decisions handed out and not yet reported through `outcome` (nor timed out).

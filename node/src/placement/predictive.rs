@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use augur_kernels::affinity::{Affinity, FragmentAffinity};
+use augur_kernels::cost::CostModel;
 use augur_kernels::ensemble::EnsembleConfig;
 use augur_kernels::predictor::{Predictor, PredictorConfig};
 use augur_kernels::solver::{
@@ -182,11 +183,14 @@ impl Predictive {
             forecast = rebuilt;
         }
         let affinity = self.apply_hints(forecast, input, config, tick_s);
+        // The forecast is accesses over the horizon; a move pays off over the payback window.
+        let horizon = config.horizon_ticks.clamp(1, 1_000) as f64;
+        let payback = config.payback_ticks() as f64;
+        let affinity = scaled(&affinity, payback / horizon, self.fragments.len());
 
         // 4. Solve.
         let node_count = self.nodes.len();
-        let horizon = config.horizon_ticks.clamp(1, 1_000) as f64;
-        let capacity_load = clean_rate(config.node_capacity_rate) * tick_s * horizon;
+        let capacity_load = clean_rate(config.node_capacity_rate) * tick_s * payback;
         let capacities: Vec<NodeCapacity> = (0..node_count)
             .map(|n| {
                 let member = NodeId::try_from(n)
@@ -243,6 +247,10 @@ impl Predictive {
             merge_load_below: 0.0,
             merge_max_bytes: 0,
         };
+        let cost = CostModel {
+            horizon_us: payback * tick_s * 1e6,
+            ..config.cost
+        };
         let placement = PlacementInput {
             fragments: &states,
             affinity: &affinity,
@@ -251,7 +259,7 @@ impl Predictive {
                 max_actions: config.max_moves_per_tick,
                 max_bytes: config.max_bytes_per_tick,
             },
-            cost: &config.cost,
+            cost: &cost,
         };
         let hysteresis = if config.hysteresis_share.is_finite() {
             config.hysteresis_share.clamp(0.0, 1.0)
@@ -296,7 +304,7 @@ impl Predictive {
                     if hinted { " (hint)" } else { "" },
                     100.0 * row.share(to),
                     row.total,
-                    config.horizon_ticks,
+                    config.payback_ticks(),
                     100.0 * from / row.total.max(f64::MIN_POSITIVE),
                 ),
             });
@@ -381,6 +389,24 @@ impl Predictive {
         }
         Affinity::from_rows(rows)
     }
+}
+
+/// `affinity` with every predicted access count multiplied by `factor`.
+fn scaled(affinity: &Affinity, factor: f64, fragments: usize) -> Affinity {
+    let rows = (0..fragments)
+        .map(|f| {
+            let row = FragmentIndex::try_from(f)
+                .ok()
+                .and_then(|f| affinity.fragment(f))
+                .cloned()
+                .unwrap_or_default();
+            FragmentAffinity {
+                total: 0.0,
+                by_node: row.by_node.iter().map(|&(n, a)| (n, a * factor)).collect(),
+            }
+        })
+        .collect();
+    Affinity::from_rows(rows)
 }
 
 /// The smallest period P (2..=max_period) at which hot fragments' dominant accessor repeats
