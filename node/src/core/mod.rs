@@ -641,6 +641,7 @@ impl CoreCtx {
         let mut routes = self.routes.borrow_mut();
         let table = routes.get(&self.shared.routes);
         let mut shard = self.shard.borrow_mut();
+        let (mut first_seen, mut first_seen_remote) = (0, 0);
         for (i, req) in reqs {
             let (owner, fragment) = table.locate(&req.key);
             if let Some(slot) = count.as_deref_mut().and_then(|c| c.get_mut(i as usize)) {
@@ -649,6 +650,8 @@ impl CoreCtx {
                     req.op.is_write(),
                     req.key.len() + req.op.payload_len(),
                 );
+                first_seen += 1;
+                first_seen_remote += u64::from(matches!(owner, Owner::Node(_)));
             }
             if self.shared.is_fenced(&req.key) {
                 fenced.push((i, req));
@@ -666,6 +669,9 @@ impl CoreCtx {
             }
         }
         shard.publish_stats();
+        let stats = &self.shared.stats[self.core];
+        stats::bump(&stats.key_requests, first_seen);
+        stats::bump(&stats.key_requests_remote, first_seen_remote);
         (cores, nodes, fenced)
     }
 

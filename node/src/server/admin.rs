@@ -123,9 +123,19 @@ pub fn render(shared: &NodeShared) -> String {
     );
     for (name, help, field) in [
         (
+            "key_requests",
+            "Key requests from this node's clients",
+            (|s| &s.key_requests) as fn(&CoreStats) -> &AtomicU64,
+        ),
+        (
+            "key_requests_remote",
+            "Key requests from this node's clients for keys another node owned",
+            |s| &s.key_requests_remote,
+        ),
+        (
             "remote_requests",
             "Key requests sent to another node",
-            (|s| &s.remote_requests) as fn(&CoreStats) -> &AtomicU64,
+            |s| &s.remote_requests,
         ),
         (
             "remote_errors",

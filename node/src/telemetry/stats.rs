@@ -18,6 +18,10 @@ pub struct CoreStats {
     pub splits: AtomicU64,
     pub compactions: AtomicU64,
     pub moves_out: AtomicU64,
+    /// Key requests from this node's clients, counted once each when first routed ...
+    pub key_requests: AtomicU64,
+    /// ... of which another node owned the key (the local-hit ratio is the rest's share).
+    pub key_requests_remote: AtomicU64,
     /// Key requests this core sent to another core.
     pub cross_core: AtomicU64,
     /// Key requests this core sent to another node (by message).
