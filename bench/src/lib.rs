@@ -6,3 +6,4 @@ pub mod latency;
 pub mod lincheck;
 pub mod migration;
 pub mod vs_redis;
+pub mod workload;
