@@ -577,3 +577,28 @@ fn generation_speed() {
         println!("{name}: {n} requests in {:?}", start.elapsed());
     }
 }
+
+#[test]
+fn tiny_and_empty_schedules_work_for_every_workload() {
+    for name in NAMES {
+        let tiny = Params {
+            records: 1,
+            sites: 1,
+            seconds: 2.0,
+            rate: 500.0,
+            period_s: 0.5,
+            ..params(3)
+        };
+        let mut w = build(name, &tiny).unwrap();
+        let requests = take_all(w.as_mut());
+        assert!(requests.len() > 500, "{name}: {}", requests.len());
+        assert_eq!(w.preload().count(), 1, "{name}");
+        let empty = Params {
+            seconds: 0.0,
+            ..params(3)
+        };
+        let mut w = build(name, &empty).unwrap();
+        assert!(w.next_request().is_none(), "{name}");
+        assert!(w.phases().is_empty(), "{name}");
+    }
+}
