@@ -41,6 +41,8 @@ pub struct Zipfian {
     theta: f64,
     alpha: f64,
     zeta2theta: f64,
+    /// 1 + 0.5^theta: below it (times zetan) the draw is item 1.
+    second_bound: f64,
     zetan: f64,
     eta: f64,
     count_for_zeta: u64,
@@ -58,6 +60,7 @@ impl Zipfian {
             theta,
             alpha: 1.0 / (1.0 - theta),
             zeta2theta,
+            second_bound: 1.0 + 0.5f64.powf(theta),
             zetan,
             eta: 0.0,
             count_for_zeta: items,
@@ -91,7 +94,7 @@ impl Zipfian {
         if uz < 1.0 {
             return 0;
         }
-        if uz < 1.0 + 0.5f64.powf(self.theta) {
+        if uz < self.second_bound {
             return 1.min(itemcount - 1);
         }
         let v = itemcount as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha);
