@@ -226,9 +226,9 @@ pub fn build(name: &str, params: &Params) -> Result<Box<dyn Workload>, WorkloadE
     Ok(workload)
 }
 
-/// Streams a CSV trace `timestamp_ms,site,op,key,size`; see [`replay`](self::replay) module
-/// docs for the format and bounds. The whole file is checked (streaming, in constant memory)
-/// before this returns, so a bad trace fails here with its line number rather than mid-run.
+/// Streams a CSV trace `timestamp_ms,site,op,key,size` (format and bounds: `workload/replay.rs`).
+/// The file is checked up to the end of the schedule (streaming, in constant memory) before
+/// this returns, so a bad trace fails here with its line number rather than mid-run.
 /// Its preload is empty: the distinct keys of a trace are unbounded.
 pub fn replay(path: &std::path::Path, params: &Params) -> Result<Box<dyn Workload>, WorkloadError> {
     Ok(Box::new(replay::Replay::open(path, params)?))

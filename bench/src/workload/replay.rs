@@ -14,8 +14,9 @@
 //! Preload is empty: the distinct keys of a trace are unbounded, and keeping a set of them to
 //! preload would defeat streaming. A trace that reads before writing simply misses.
 //!
-//! The file is checked in full (one streaming pass, constant memory) when opened, so errors
-//! come with their line number before the run starts; the replay then streams it again.
+//! The file is checked (one streaming pass, constant memory, up to the end of the schedule:
+//! lines due after `seconds` are never read) when opened, so errors come with their line
+//! number before the run starts; the replay then streams it again.
 
 use super::{secs_to_us, Op, Params, Phase, Request, Workload, WorkloadError, MAX_SITES};
 use std::fs::File;
