@@ -1,6 +1,7 @@
 //! augur-bench: load drivers, local clusters and comparison benchmarks.
 pub mod client;
 pub mod cluster;
+pub mod driver;
 pub mod hotspot;
 pub mod latency;
 pub mod lincheck;
