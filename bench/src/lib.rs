@@ -6,4 +6,5 @@ pub mod hotspot;
 pub mod latency;
 pub mod lincheck;
 pub mod migration;
+pub mod report;
 pub mod vs_redis;
