@@ -16,7 +16,7 @@ th,td{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:right;white-sp
 th{background:#f6f6f6}td:first-child,th:first-child{text-align:left;font-weight:bold}\
 .plot svg{max-width:100%;height:auto;display:block}\
 .how{background:#f8f8f4;border-left:3px solid #c8c8a0;padding:6px 12px;font-size:14px;color:#333}\
-.events td{font-weight:normal;text-align:left}";
+.events td,.events th{font-weight:normal;text-align:left}.events th{font-weight:bold}";
 
 /// Most events listed per run in the page's table (all are in the plots).
 const MAX_LISTED_EVENTS: usize = 40;
@@ -139,7 +139,9 @@ pub fn page(
                 e(&r.policy),
                 r.events.len()
             );
-            for ev in r.events.iter().take(MAX_LISTED_EVENTS) {
+            let mut events: Vec<_> = r.events.iter().collect();
+            events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+            for ev in events.into_iter().take(MAX_LISTED_EVENTS) {
                 let _ = writeln!(
                     h,
                     "<tr><td>{:.2}</td><td>{}</td><td>{}</td></tr>",

@@ -39,7 +39,7 @@ fn event_color(kind: &str) -> RGBColor {
     match kind {
         "shift" => RGBColor(0, 0, 0),
         "hint" => RGBColor(0, 150, 136),
-        "migration" => RGBColor(120, 120, 120),
+        "migration" => RGBColor(100, 116, 139),
         "split" => RGBColor(205, 150, 0),
         "merge" => RGBColor(170, 0, 170),
         _ => RGBColor(170, 170, 170),
@@ -195,6 +195,23 @@ fn no_data(area: &DrawingArea<SVGBackend, Shift>, title: &str, why: &str) -> any
     Ok(())
 }
 
+/// A log-axis tick label: only 1, 2 and 5 times a power of ten are labelled, so the
+/// labels near the top of a decade do not crowd each other.
+fn log_tick_label(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return String::new();
+    }
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 0.05)
+    {
+        ms_label(v)
+    } else {
+        String::new()
+    }
+}
+
 /// A latency tick label in ms: no trailing zeros, readable from 10 µs to 60 s.
 fn ms_label(v: f64) -> String {
     if v >= 100.0 {
@@ -233,9 +250,9 @@ pub fn p99_svg(input: &ReportInput) -> anyhow::Result<String> {
         }
         let lo = if slo_ms > 0.0 { lo.min(slo_ms) } else { lo };
         let hi = hi.max(slo_ms);
-        // Whole decades, so the log axis has labelled ticks at both ends.
-        let y_lo = 10f64.powf((lo * 0.9).log10().floor()).max(0.001);
-        let y_hi = 10f64.powf((hi * 1.1).log10().ceil()).max(y_lo * 10.0);
+        // Some room around the data; at least a factor 4 so the log axis gets ticks.
+        let y_lo = (lo * 0.7).max(0.001);
+        let y_hi = (hi * 1.4).max(y_lo * 4.0);
         let x_max = x_max(input);
         let (plot, side) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
         let mut chart = ChartBuilder::on(&plot)
@@ -249,17 +266,18 @@ pub fn p99_svg(input: &ReportInput) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc("p99 (ms, log scale)")
-            .y_label_formatter(&|v| ms_label(*v))
+            .y_labels(12)
+            .y_label_formatter(&|v| log_tick_label(*v))
             .x_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
-            .light_line_style(RGBColor(240, 240, 240))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(248, 248, 248))
+            .bold_line_style(RGBColor(232, 232, 232))
             .draw()
             .map_err(err)?;
         let kinds = events_by_kind(input);
         for (kind, times) in &kinds {
-            let style = event_color(kind).mix(0.55).stroke_width(1);
+            let style = event_color(kind).mix(0.75).stroke_width(1);
             chart
                 .draw_series(
                     times
@@ -348,13 +366,13 @@ pub fn local_hit_svg(input: &ReportInput) -> anyhow::Result<String> {
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
-            .light_line_style(RGBColor(240, 240, 240))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(RGBColor(248, 248, 248))
+            .bold_line_style(RGBColor(232, 232, 232))
             .draw()
             .map_err(err)?;
         let kinds = events_by_kind(input);
         for (kind, times) in &kinds {
-            let style = event_color(kind).mix(0.55).stroke_width(1);
+            let style = event_color(kind).mix(0.75).stroke_width(1);
             chart
                 .draw_series(
                     times
