@@ -7,5 +7,6 @@ pub mod latency;
 pub mod lincheck;
 pub mod migration;
 pub mod report;
+pub mod scenario;
 pub mod vs_redis;
 pub mod workload;

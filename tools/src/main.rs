@@ -20,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start here: a 3-node local cluster, a hotspot that moves between client sites,
+    /// predictive placement against reactive, a comparison table and an HTML report.
+    Demo(augur_bench::scenario::DemoOptions),
     /// Run a storage node speaking the Redis protocol.
     Node(Box<NodeArgs>),
     /// Local clusters.
@@ -123,6 +126,11 @@ enum BenchCommand {
     /// predictive): local-hit ratio overall and right after each shift, GET p50/p99,
     /// migrations.
     Hotspot(augur_bench::hotspot::Options),
+    /// A workload (YCSB A-F, hotspot, sun, walk, flash, growth, mix) on a fresh local
+    /// cluster per placement policy, open loop; writes a table, plots and report.html.
+    Scenario(augur_bench::scenario::ScenarioOptions),
+    /// A recorded trace (CSV `timestamp_ms,site,op,key,size`) replayed like a scenario.
+    Replay(augur_bench::scenario::ReplayOptions),
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -320,6 +328,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Latency(opts)) => augur_bench::latency::run(&opts),
         Command::Bench(BenchCommand::Migration(opts)) => augur_bench::migration::run(&opts),
         Command::Bench(BenchCommand::Hotspot(opts)) => augur_bench::hotspot::run(&opts),
+        Command::Bench(BenchCommand::Scenario(opts)) => augur_bench::scenario::run_scenario(&opts),
+        Command::Bench(BenchCommand::Replay(opts)) => augur_bench::scenario::run_replay(&opts),
+        Command::Demo(opts) => augur_bench::scenario::run_demo(&opts),
     }
 }
 
