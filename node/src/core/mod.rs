@@ -422,8 +422,13 @@ impl CoreCtx {
             };
             let (ctx, req) = (self.clone(), PeerRequest::Telemetry(summary.clone()));
             glommio::spawn_local(async move {
-                if let Err(e) = ctx.peers.request(addr, &req).await {
-                    tracing::debug!(%addr, "telemetry not delivered: {e}");
+                let sent = std::time::Instant::now();
+                match ctx.peers.request(addr, &req).await {
+                    Ok(_) => stats::smooth(
+                        &ctx.shared.stats[ctx.core].peer_rtt_us,
+                        sent.elapsed().as_micros() as u64,
+                    ),
+                    Err(e) => tracing::debug!(%addr, "telemetry not delivered: {e}"),
                 }
             })
             .detach();

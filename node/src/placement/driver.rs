@@ -49,6 +49,7 @@ pub async fn run(ctx: Rc<CoreCtx>) {
         }
         let policy = ctx.shared.policy().parse().unwrap_or(Policy::Static);
         controller.set_policy(policy);
+        controller.calibrate(crate::telemetry::stats::peer_rtt_us(&ctx.shared.stats) as f64);
         let table = ownership.table();
         let (rates, sizes) = {
             let t = ctx.shared.telemetry();

@@ -338,6 +338,18 @@ impl Controller {
         &self.config
     }
 
+    /// Price a remote access from measurement: one peer round trip (`peer_rtt_us`) more
+    /// than a local one. The constants in `CostModel::default` describe an RDMA fabric;
+    /// over TCP on a busy host a remote access costs ten or a hundred times more, and a
+    /// benefit priced with the RDMA figure would rarely pay for any move. Non-finite or
+    /// non-positive samples are ignored.
+    pub fn calibrate(&mut self, peer_rtt_us: f64) {
+        if peer_rtt_us.is_finite() && peer_rtt_us > 0.0 {
+            let cost = &mut self.config.cost;
+            cost.remote_access_us = cost.local_access_us.max(0.0) + peer_rtt_us.min(1e7);
+        }
+    }
+
     /// Ticks seen so far.
     pub fn ticks(&self) -> u64 {
         self.tick

@@ -601,3 +601,31 @@ proptest! {
         prop_assert!(controller.report().contains("(active)"));
     }
 }
+
+/// A steady 100 accesses/s from a remote node to a 4 MiB fragment: priced with the RDMA
+/// constants (10 µs saved per access) the move never pays for itself within the payback
+/// window; priced with a measured 300 µs peer round trip it does. Bad samples change
+/// nothing.
+#[test]
+fn a_measured_round_trip_prices_remote_accesses() {
+    let decide = |rtt: Option<f64>| {
+        let mut c = Controller::new(Policy::Predictive, ControllerConfig::default());
+        if let Some(rtt) = rtt {
+            c.calibrate(rtt);
+        }
+        let mut fragments = vec![fragment(1, 1, b"a", Some(b"b"))];
+        let moves = run(
+            &mut c,
+            &mut fragments,
+            &NODES,
+            20,
+            |_, _| HashMap::from([(1, HashMap::from([(2, 100.0)]))]),
+            |_, _| {},
+        );
+        (moves.iter().sum::<usize>(), fragments[0].owner)
+    };
+    assert_eq!(decide(None), (0, 1));
+    assert_eq!(decide(Some(f64::NAN)), (0, 1));
+    assert_eq!(decide(Some(-5.0)), (0, 1));
+    assert_eq!(decide(Some(300.0)), (1, 2));
+}

@@ -81,7 +81,7 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
         let routes = shared.routes.snapshot();
         let _ = write!(
             out,
-            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nkey_requests:{}\r\nkey_requests_remote:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\nplacement_policy:{}\r\nmigrations_in:{}\r\nmigrations_aborted:{}\r\nmigration_bytes:{}\r\nmigration_pause_p50_us:{}\r\nmigration_pause_p99_us:{}\r\nmigration_pause_max_us:{}\r\n\r\n",
+            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nkey_requests:{}\r\nkey_requests_remote:{}\r\npeer_rtt_us:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\nplacement_policy:{}\r\nmigrations_in:{}\r\nmigrations_aborted:{}\r\nmigration_bytes:{}\r\nmigration_pause_p50_us:{}\r\nmigration_pause_p99_us:{}\r\nmigration_pause_max_us:{}\r\n\r\n",
             cluster.members.len() + usize::from(!cluster.members.contains_key(&cluster.my_id)),
             cluster.my_id,
             cluster.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
@@ -89,6 +89,7 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
             routes.cluster_version,
             sum(|s| &s.key_requests),
             sum(|s| &s.key_requests_remote),
+            crate::telemetry::stats::peer_rtt_us(st),
             sum(|s| &s.remote_requests),
             sum(|s| &s.remote_errors),
             sum(|s| &s.remote_reads),

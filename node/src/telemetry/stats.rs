@@ -22,6 +22,9 @@ pub struct CoreStats {
     pub key_requests: AtomicU64,
     /// ... of which another node owned the key (the local-hit ratio is the rest's share).
     pub key_requests_remote: AtomicU64,
+    /// Round trip of a small peer message (this core's telemetry), µs, smoothed: what
+    /// an access to another node's key costs more than a local one.
+    pub peer_rtt_us: AtomicU64,
     /// Key requests this core sent to another core.
     pub cross_core: AtomicU64,
     /// Key requests this core sent to another node (by message).
@@ -47,6 +50,17 @@ pub fn bump(counter: &AtomicU64, n: u64) {
     );
 }
 
+/// Fold a sample into a smoothed value only this thread writes (weight 1/8).
+pub fn smooth(value: &AtomicU64, sample: u64) {
+    let old = value.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old.saturating_mul(7).saturating_add(sample)) / 8
+    };
+    value.store(new.max(1), Ordering::Relaxed);
+}
+
 pub fn set(counter: &AtomicU64, v: u64) {
     counter.store(v, Ordering::Relaxed);
 }
@@ -58,4 +72,18 @@ pub fn get(counter: &AtomicU64) -> u64 {
 /// Sum one counter over all cores.
 pub fn total(all: &[CoreStats], field: impl Fn(&CoreStats) -> &AtomicU64) -> u64 {
     all.iter().map(|s| get(field(s))).sum()
+}
+
+/// The mean of the cores' smoothed peer round trips, µs (0: none measured yet).
+pub fn peer_rtt_us(all: &[CoreStats]) -> u64 {
+    let measured: Vec<u64> = all
+        .iter()
+        .map(|s| get(&s.peer_rtt_us))
+        .filter(|v| *v > 0)
+        .collect();
+    if measured.is_empty() {
+        0
+    } else {
+        measured.iter().sum::<u64>() / measured.len() as u64
+    }
 }
