@@ -143,7 +143,9 @@ pub struct ControllerConfig {
     pub reactive_share: f64,
     /// ... for this many consecutive ticks ...
     pub reactive_ticks: u32,
-    /// ... while the fragment sees at least this many accesses per second.
+    /// ... while the fragment sees at least this many accesses per second. Predictive:
+    /// fragments predicted below this rate are never moved (a few accesses a tick are
+    /// noise, and a priced-by-measurement benefit would otherwise chase it).
     pub min_rate: f64,
     /// Predictive: ticks ahead the forecast looks. Short horizons act right at a predicted
     /// shift instead of averaging across it.

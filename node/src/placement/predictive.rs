@@ -224,7 +224,12 @@ impl Predictive {
             if !input.is_member(fragment.owner) {
                 continue;
             }
-            let frozen = !fragment.stable || in_flight.contains_key(&fragment.id);
+            let predicted_rate = affinity
+                .fragment(index)
+                .map_or(0.0, |row| row.total / (payback * tick_s));
+            let frozen = !fragment.stable
+                || in_flight.contains_key(&fragment.id)
+                || predicted_rate < clean_rate(config.min_rate);
             let since = last_change
                 .get(&fragment.id)
                 .map_or(u64::MAX, |&t| input.tick.saturating_sub(t));

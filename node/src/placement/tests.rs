@@ -629,3 +629,52 @@ fn a_measured_round_trip_prices_remote_accesses() {
     assert_eq!(decide(Some(-5.0)), (0, 1));
     assert_eq!(decide(Some(300.0)), (1, 2));
 }
+
+/// Cold fragments with noisy accesses from every node (a few per tick, the busiest node
+/// changing at random) are never moved, even with remote accesses priced high; a hot one
+/// still is.
+#[test]
+fn predictive_leaves_cold_noise_alone() {
+    let mut c = Controller::new(Policy::Predictive, ControllerConfig::default());
+    c.calibrate(1_000.0);
+    let mut fragments = fragments(20, &NODES);
+    let mut rng = SplitMix64::new(7);
+    let moved_cold = std::cell::Cell::new(0);
+    run(
+        &mut c,
+        &mut fragments,
+        &NODES,
+        60,
+        |_, frs| {
+            frs.iter()
+                .map(|f| {
+                    let by_node = NODES
+                        .iter()
+                        .map(|&n| {
+                            let hot = f.id == 1 && n == 3;
+                            let rate = if hot {
+                                500.0
+                            } else {
+                                (rng.next_u64() % 8) as f64
+                            };
+                            (n, rate)
+                        })
+                        .collect();
+                    (f.id, by_node)
+                })
+                .collect()
+        },
+        |_, frs| {
+            let cold_moved = frs
+                .iter()
+                .filter(|f| f.id != 1 && f.owner != NODES[(f.id as usize) % 3])
+                .count();
+            moved_cold.set(cold_moved);
+        },
+    );
+    assert_eq!(moved_cold.get(), 0, "a cold fragment was moved");
+    assert_eq!(
+        fragments[0].owner, 3,
+        "the hot fragment did not follow its clients"
+    );
+}
