@@ -119,10 +119,12 @@ pub fn page(
             );
         }
         h.push_str(
-            "<p class=\"how\">How to read this: each cell is a share of load in [0, 1] \
-             (darker is more) for a row/column pair; the left grid is what the policy \
-             predicted, the right one what the run measured. The closer the two grids \
-             look, the better the forecast.</p>\n",
+            "<p class=\"how\">How to read this: rows are client sites, columns seconds. \
+             Left (placement): 1 where that site's node owned the workload's hot range at \
+             the end of the second — the policy's bet on where the load would be. Right \
+             (demand): that site's share of the hot range's requests in the second. A \
+             policy that predicts well has its dark cells on the left start no later than \
+             those on the right; a reactive one trails them by its reaction time.</p>\n",
         );
     }
 

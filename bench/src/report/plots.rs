@@ -446,7 +446,7 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
-/// Predicted beside actual: one grid each, rows and columns labelled, shared colour scale.
+/// Placement (predicted) beside demand (actual): one grid each, rows and columns labelled, shared colour scale.
 pub fn heatmap_svg(policy: &str, h: &Heatmap) -> String {
     let rows = h.rows.len().max(1);
     let cols = h.cols.len().max(1);
@@ -477,7 +477,7 @@ pub fn heatmap_svg(policy: &str, h: &Heatmap) -> String {
         width / 2.0,
         xml_escape(policy)
     );
-    for (panel, (name, grid)) in [("predicted", &h.predicted), ("actual", &h.actual)]
+    for (panel, (name, grid)) in [("placement", &h.predicted), ("demand", &h.actual)]
         .into_iter()
         .enumerate()
     {

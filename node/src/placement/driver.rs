@@ -22,8 +22,10 @@ pub async fn run(ctx: Rc<CoreCtx>) {
             ..ControllerConfig::default()
         },
     );
-    // The migration in flight (one at a time), and finished ones not yet reported.
-    let busy = Rc::new(RefCell::new(false));
+    // Migrations in flight (at most `max_moves_per_tick`, each of its own fragment), and
+    // finished ones not yet reported. A hot range usually spans several fragments; moved
+    // one at a time, the last would arrive ticks after its clients.
+    let in_flight = Rc::new(RefCell::new(0usize));
     let finished: Rc<RefCell<Vec<(u64, bool)>>> = Rc::default();
     let mut leading = false;
     loop {
@@ -89,7 +91,7 @@ pub async fn run(ctx: Rc<CoreCtx>) {
         *ctx.shared.placement_report() = controller.report();
         for d in decisions {
             let Action::Migrate { fragment, to } = d.action;
-            if *busy.borrow() {
+            if *in_flight.borrow() >= controller.config().max_moves_per_tick.max(1) {
                 finished.borrow_mut().push((fragment, false));
                 continue;
             }
@@ -102,15 +104,15 @@ pub async fn run(ctx: Rc<CoreCtx>) {
                 reason = %d.reason,
                 "placement decision"
             );
-            *busy.borrow_mut() = true;
-            let (ctx, busy, finished) = (ctx.clone(), busy.clone(), finished.clone());
+            *in_flight.borrow_mut() += 1;
+            let (ctx, in_flight, finished) = (ctx.clone(), in_flight.clone(), finished.clone());
             glommio::spawn_local(async move {
                 let result = crate::migrate::start(&ctx, fragment, to).await;
                 if let Err(e) = &result {
                     tracing::warn!(fragment, to, "placement migration failed: {e}");
                 }
                 finished.borrow_mut().push((fragment, result.is_ok()));
-                *busy.borrow_mut() = false;
+                *in_flight.borrow_mut() -= 1;
             })
             .detach();
         }
