@@ -158,7 +158,8 @@ pub struct ControllerConfig {
     /// accessor repeats its changes (up to a third of `history_ticks`), and when one is found
     /// twice in a row, rebuild the forecasters with that season from the kept history.
     pub detect_season: bool,
-    /// Ticks of history the predictor keeps.
+    /// Ticks of history the predictor keeps (a third of it bounds the period detection
+    /// searches: 300 ticks find rotations up to 100 ticks, 20 s at 200 ms ticks).
     pub history_ticks: usize,
     /// Predictive: no move of a fragment within this many ticks of its last one.
     pub cooldown_ticks: u64,
@@ -207,7 +208,7 @@ impl Default for ControllerConfig {
             horizon_ticks: 2,
             season_ticks: None,
             detect_season: true,
-            history_ticks: 120,
+            history_ticks: 300,
             cooldown_ticks: 5,
             hysteresis_share: 0.25,
             margin: 0.5,
