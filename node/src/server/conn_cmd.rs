@@ -225,7 +225,7 @@ fn config_get(shared: &NodeShared, patterns: &[Bytes]) -> Frame {
     for (name, value) in parameters(shared) {
         if patterns
             .iter()
-            .any(|p| crate::glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
+            .any(|p| crate::glob::matches_nocase(p, name.as_bytes()))
         {
             pairs.push((bulk(name), bulk(value)));
         }
