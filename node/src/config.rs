@@ -24,6 +24,10 @@ pub struct Config {
     pub proto_max_bulk_len: u64,
     #[serde(deserialize_with = "de_memory")]
     pub max_inline_len: u64,
+    /// Most bytes of unparsed input a client may have buffered (a partial request);
+    /// past it the connection is closed, as Redis's `client-query-buffer-limit`.
+    #[serde(deserialize_with = "de_memory")]
+    pub client_query_buffer_limit: u64,
     /// Target size of one fragment's region; a fragment whose live data outgrows
     /// half of it is split.
     #[serde(deserialize_with = "de_memory")]
@@ -81,6 +85,7 @@ impl Default for Config {
             maxclients: 10_000,
             proto_max_bulk_len: 512 << 20,
             max_inline_len: 64 << 10,
+            client_query_buffer_limit: 1 << 30,
             region_size: 16 << 20,
             hugepages: false,
             admin_port: 9121,
@@ -131,6 +136,12 @@ impl Config {
         }
         if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > (1 << 30) - 1 {
             return invalid("proto-max-bulk-len must be between 1kb and 1gb");
+        }
+        if self.client_query_buffer_limit < (1 << 20) {
+            return invalid("client-query-buffer-limit must be at least 1mb");
+        }
+        if self.proto_max_bulk_len > self.client_query_buffer_limit {
+            return invalid("proto-max-bulk-len must not exceed client-query-buffer-limit");
         }
         if self.maxclients == 0 {
             return invalid("maxclients must be at least 1");

@@ -209,6 +209,10 @@ fn parameters(shared: &NodeShared) -> Vec<(&'static str, String)> {
             shared.max_bulk_len.load(Ordering::Relaxed).to_string(),
         ),
         ("max-inline-len", c.max_inline_len.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.client_query_buffer_limit.to_string(),
+        ),
         ("region-size", c.region_size.to_string()),
         ("hugepages", if c.hugepages { "yes" } else { "no" }.into()),
         ("admin-port", c.admin_port.to_string()),
@@ -264,6 +268,11 @@ fn config_set(shared: &NodeShared, pairs: &[(Bytes, Bytes)]) -> Frame {
                 let Some(v) = parse_memory(&value_s).filter(|v| (1024..1 << 30).contains(v)) else {
                     return bad();
                 };
+                if v > shared.config.client_query_buffer_limit {
+                    return Frame::error(
+                        "ERR CONFIG SET failed: proto-max-bulk-len must not exceed client-query-buffer-limit",
+                    );
+                }
                 updates.push(Box::new(move || {
                     shared.max_bulk_len.store(v, Ordering::Relaxed)
                 }));

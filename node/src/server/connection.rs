@@ -9,7 +9,7 @@ use glommio::net::TcpStream;
 
 use crate::cmd::{self, args, Combine, FanoutCmd, KeyRequest, ParseContext, Plan};
 use crate::core::CoreCtx;
-use crate::resp::{next_request, Frame, Limits};
+use crate::resp::{Frame, Limits, RequestParser};
 use crate::shard::fanout::{FanoutBody, FanoutReq};
 use crate::telemetry::stats;
 
@@ -62,45 +62,93 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::new();
+    let query_limit =
+        usize::try_from(ctx.shared.config.client_query_buffer_limit).unwrap_or(usize::MAX);
     loop {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }
         input.extend_from_slice(&chunk[..n]);
-        let limits = Limits {
-            max_bulk_len: ctx
-                .shared
-                .max_bulk_len
-                .load(std::sync::atomic::Ordering::Relaxed) as usize,
-            max_inline_len: ctx.shared.config.max_inline_len as usize,
-            ..Limits::default()
-        };
-        let mut requests = Vec::new();
-        let mut protocol_error = None;
+        let mut close = false;
+        // Requests are executed in batches (pipelining); a batch ends after a command
+        // that may change how the rest is parsed or encoded (AUTH lifts the
+        // pre-auth size limits, HELLO switches protocol), so each request is parsed
+        // and each reply encoded under the session state in force when it ran.
         loop {
-            match next_request(&mut input, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => requests.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_error = Some(e);
-                    break;
+            let limits = Limits {
+                max_bulk_len: ctx
+                    .shared
+                    .max_bulk_len
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    as usize,
+                max_inline_len: ctx.shared.config.max_inline_len as usize,
+                unauthenticated: !session.authenticated,
+                ..Limits::default()
+            };
+            let mut requests = Vec::new();
+            let mut protocol_error = None;
+            let mut session_change = false;
+            loop {
+                match parser.next(&mut input, &limits) {
+                    Ok(Some(args)) if args.is_empty() => {}
+                    Ok(Some(args)) => {
+                        session_change = changes_session(&args[0]);
+                        requests.push(args);
+                        if session_change {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
                 }
             }
+            let resp3_before = session.resp3;
+            let replies = execute_batch(ctx, session, requests).await;
+            let last = replies.len().saturating_sub(1);
+            for (i, reply) in replies.iter().enumerate() {
+                // Only the session-changing command, last in its batch, replies in
+                // the protocol it switched to.
+                let resp3 = if session_change && i == last {
+                    session.resp3
+                } else {
+                    resp3_before
+                };
+                reply.encode(&mut output, resp3);
+            }
+            if let Some(e) = &protocol_error {
+                Frame::error(format!("ERR {e}")).encode(&mut output, session.resp3);
+                close = true;
+            }
+            if session.quit {
+                close = true;
+            }
+            if close || !session_change {
+                break;
+            }
         }
-        let replies = execute_batch(ctx, session, requests).await;
-        for reply in &replies {
-            reply.encode(&mut output, session.resp3);
-        }
-        if let Some(e) = &protocol_error {
-            Frame::error(format!("ERR {e}")).encode(&mut output, session.resp3);
+        if !close && input.len() > query_limit {
+            // Redis closes such a client too (client-query-buffer-limit).
+            tracing::info!(
+                client = session.id,
+                buffered = input.len(),
+                "closing client over the query buffer limit"
+            );
+            Frame::error(
+                "ERR Protocol error: query buffer limit reached (client-query-buffer-limit)",
+            )
+            .encode(&mut output, session.resp3);
+            close = true;
         }
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
         }
-        if protocol_error.is_some() || session.quit {
+        if close {
             return Ok(());
         }
         // Don't hold on to a large buffer after a large request.
@@ -108,6 +156,11 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
             input = BytesMut::with_capacity(READ_CHUNK);
         }
     }
+}
+
+/// Commands after which the rest of a pipeline must be parsed or encoded afresh.
+fn changes_session(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"AUTH") || name.eq_ignore_ascii_case(b"HELLO")
 }
 
 /// A reply that is ready, or the per-key replies it will be combined from.
