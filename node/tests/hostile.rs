@@ -68,3 +68,73 @@ fn a_partial_request_over_the_query_buffer_limit_closes() {
         .unwrap();
     assert_eq!(limit, vec!["client-query-buffer-limit", "1048576"]);
 }
+
+/// Poll until `done` or `limit` passes; how long it took.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(start.elapsed())
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn idle_clients_are_closed_after_timeout() {
+    use std::io::Write;
+    let port = start_node(|c| c.timeout = 1);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A client that keeps talking stays.
+    let mut busy = client(port);
+    for _ in 0..8 {
+        let _: String = redis::cmd("PING").query(&mut busy).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).is_some(),
+        "idle client not closed"
+    );
+    let _: String = redis::cmd("PING").query(&mut busy).unwrap();
+    let _ = idle.write_all(b"PING\r\n");
+}
+
+#[test]
+fn half_a_request_is_closed_even_without_timeout() {
+    use std::io::Write;
+    let port = start_node(|c| c.partial_request_timeout = 1);
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"*2\r\n$3\r\nGET\r\n$5\r\nab").unwrap();
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(5)).is_some(),
+        "stalled request not closed"
+    );
+    // Trickling a byte at a time does not reset the clock.
+    let mut trickle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    for b in b"*2\r\n$3\r\nGET\r\n$1000\r\n".iter().cycle().take(60) {
+        if trickle.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    closed = closed || closed_within(&mut trickle, Duration::from_secs(1)).is_some();
+    assert!(closed, "trickling client kept for {:?}", start.elapsed());
+    // A quiet client between requests is not affected (timeout is 0).
+    let mut quiet = client(port);
+    let _: String = redis::cmd("PING").query(&mut quiet).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _: String = redis::cmd("PING").query(&mut quiet).unwrap();
+}

@@ -220,7 +220,11 @@ fn parameters(shared: &NodeShared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("appendonly", "no".into()),
         ("databases", "1".into()),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout.to_string()),
+        (
+            "partial-request-timeout",
+            c.partial_request_timeout.to_string(),
+        ),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! execute them as a batch (pipelining), write all replies in order with one write.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -63,14 +64,47 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut parser = RequestParser::new();
-    let query_limit =
-        usize::try_from(ctx.shared.config.client_query_buffer_limit).unwrap_or(usize::MAX);
+    let config = &ctx.shared.config;
+    let query_limit = usize::try_from(config.client_query_buffer_limit).unwrap_or(usize::MAX);
+    let idle_timeout = (config.timeout > 0).then(|| Duration::from_secs(config.timeout));
+    let partial_timeout = Duration::from_secs(config.partial_request_timeout.max(1));
+    // When the request now partly in `input` began (or the last one completed).
+    let mut request_started: Option<Instant> = None;
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let wait = match request_started {
+            Some(t) => {
+                let left = partial_timeout.saturating_sub(t.elapsed());
+                Some(idle_timeout.map_or(left, |idle| idle.min(left)))
+            }
+            None => idle_timeout,
+        };
+        // glommio refuses a zero timeout.
+        stream.set_read_timeout(wait.map(|w| w.max(Duration::from_millis(1))))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if request_started.is_some_and(|t| t.elapsed() >= partial_timeout) {
+                    tracing::info!(
+                        client = session.id,
+                        "closing client: request not finished in time"
+                    );
+                    let msg =
+                        "ERR Protocol error: request not completed within partial-request-timeout";
+                    let _ = stream
+                        .write_all(&Frame::error(msg).to_bytes(session.resp3))
+                        .await;
+                } else {
+                    tracing::debug!(client = session.id, "closing idle client (timeout)");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
         input.extend_from_slice(&chunk[..n]);
+        let mut completed = false;
         let mut close = false;
         // Requests are executed in batches (pipelining); a batch ends after a command
         // that may change how the rest is parsed or encoded (AUTH lifts the
@@ -107,6 +141,7 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
                     }
                 }
             }
+            completed |= !requests.is_empty();
             let resp3_before = session.resp3;
             let replies = execute_batch(ctx, session, requests).await;
             let last = replies.len().saturating_sub(1);
@@ -151,6 +186,15 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
         if close {
             return Ok(());
         }
+        // The partial-request clock runs from the first byte of a request: a trickle
+        // of bytes does not reset it, a completed request does.
+        request_started = if !parser.in_request(&input) {
+            None
+        } else if completed {
+            Some(Instant::now())
+        } else {
+            request_started.or_else(|| Some(Instant::now()))
+        };
         // Don't hold on to a large buffer after a large request.
         if input.capacity() > 4 * READ_CHUNK && input.is_empty() {
             input = BytesMut::with_capacity(READ_CHUNK);
