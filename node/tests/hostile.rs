@@ -138,3 +138,70 @@ fn half_a_request_is_closed_even_without_timeout() {
     std::thread::sleep(Duration::from_millis(1500));
     let _: String = redis::cmd("PING").query(&mut quiet).unwrap();
 }
+
+/// Fragments move between the two cores (rebalancing by bytes) while clients on both
+/// cores read and write keys of both: requests routed to a fragment's old core are
+/// forwarded, in both directions at once. Every request must be answered.
+#[test]
+fn cross_core_forwarding_both_ways_completes() {
+    let port = start_node(|c| {
+        c.cores = 2;
+        c.region_size = 64 << 10;
+        c.expiry_interval_ms = 2;
+    });
+    let begin = std::time::Instant::now();
+    let deadline = begin + Duration::from_secs(6);
+    let workers: Vec<_> = (0..8u64)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection_with_timeout(Duration::from_secs(5))
+                    .unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut ops = 0u64;
+                let mut x = w.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                while std::time::Instant::now() < deadline {
+                    let mut pipe = redis::pipe();
+                    let mut keys = Vec::new();
+                    for _ in 0..24 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Keys over the whole byte range, so both cores own some;
+                        // writers lean on one half for a while, then the other, so
+                        // the cores take turns being heavier.
+                        let phase = (begin.elapsed().as_millis() / 700) as u64;
+                        let half = if (w + phase).is_multiple_of(2) {
+                            0u8
+                        } else {
+                            128
+                        };
+                        let first = half + (x % 128) as u8;
+                        let key = [&[first][..], format!("{}", x % 4000).as_bytes()].concat();
+                        keys.push(key.clone());
+                        let size = 200 + (x % 1500) as usize;
+                        pipe.set(key, vec![b'v'; size]).ignore();
+                    }
+                    pipe.mget(keys);
+                    let r: redis::RedisResult<(Vec<Option<Vec<u8>>>,)> = pipe.query(&mut c);
+                    let (got,) = r.unwrap_or_else(|e| panic!("worker {w} op {ops}: {e}"));
+                    assert!(got.iter().all(Option::is_some), "a key just set is missing");
+                    ops += 1;
+                }
+                ops
+            })
+        })
+        .collect();
+    let ops: u64 = workers.into_iter().map(|h| h.join().unwrap()).sum();
+    let mut c = client(port);
+    let moves: u64 = common::info_field(&mut c, "augur", "fragment_moves")
+        .parse()
+        .unwrap();
+    eprintln!("{ops} pipelines, {moves} fragment moves between cores");
+    assert!(ops > 100);
+    assert!(
+        moves > 0,
+        "no fragment moved between cores: nothing was forwarded"
+    );
+}
