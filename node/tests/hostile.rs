@@ -205,3 +205,31 @@ fn cross_core_forwarding_both_ways_completes() {
         "no fragment moved between cores: nothing was forwarded"
     );
 }
+
+/// Replies are encoded in the protocol in force when their command ran: in one write,
+/// a GET before `HELLO 3` answers nil as RESP2 `$-1`, one after it as RESP3 `_`.
+#[test]
+fn replies_before_hello_3_stay_resp2() {
+    let port = start_node(|_| {});
+    let (out, closed) = raw_exchange(
+        port,
+        b"GET missing-1\r\nHELLO 3\r\nGET missing-2\r\nQUIT\r\n",
+        Duration::from_secs(5),
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(closed);
+    assert!(out.starts_with("$-1\r\n%"), "{out:?}");
+    assert!(out.ends_with("\r\n_\r\n+OK\r\n"), "{out:?}");
+    // And back: HELLO 2 in a RESP3 pipeline.
+    let (out, _) = raw_exchange(
+        port,
+        b"HELLO 3\r\nGET missing\r\nHELLO 2\r\nGET missing\r\nQUIT\r\n",
+        Duration::from_secs(5),
+    );
+    let out = String::from_utf8_lossy(&out);
+    let nils: Vec<&str> = out
+        .split("\r\n")
+        .filter(|l| *l == "_" || *l == "$-1")
+        .collect();
+    assert_eq!(nils, ["_", "$-1"], "{out:?}");
+}
