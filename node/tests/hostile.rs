@@ -233,3 +233,33 @@ fn replies_before_hello_3_stay_resp2() {
         .collect();
     assert_eq!(nils, ["_", "$-1"], "{out:?}");
 }
+
+/// A glob with 30 stars against a 60-byte key: the recursive matcher did not finish
+/// in 30 s; the linear one answers at once. The bound is generous on purpose.
+#[test]
+fn keys_with_many_stars_answers_promptly() {
+    let port = start_node(|_| {});
+    let mut c = client(port);
+    let key = "a".repeat(60);
+    let _: () = c.set(&key, "v").unwrap();
+    let pattern = format!("{}*b", "*a".repeat(30));
+    let start = std::time::Instant::now();
+    let keys: Vec<String> = c.keys(&pattern).unwrap();
+    assert!(keys.is_empty());
+    let (_, found): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(&pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
+    assert!(found.is_empty());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    let hit: Vec<String> = c.keys(format!("{}*", "*a".repeat(30))).unwrap();
+    assert_eq!(hit, vec![key]);
+}
