@@ -676,6 +676,51 @@ mod tests {
         }
 
         #[test]
+        fn resumed_parsing_equals_one_shot(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..6),
+                1..8,
+            ),
+            inline_word in "[a-z]{1,8}",
+            read in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (i, args) in reqs.iter().enumerate() {
+                if i % 3 == 2 {
+                    // An inline request between the multibulk ones.
+                    wire.extend_from_slice(format!("{inline_word} x\r\n").as_bytes());
+                    expected.push(vec![Bytes::from(inline_word.clone()), Bytes::from("x")]);
+                }
+                let frame = Frame::Array(args.iter().map(|a| Frame::Bulk(Bytes::from(a.clone()))).collect());
+                wire.extend_from_slice(&frame.to_bytes(false));
+                expected.push(args.iter().map(|a| Bytes::from(a.clone())).collect());
+            }
+            let (got, scanned) = feed(&wire, read, &Limits::default());
+            prop_assert_eq!(got, expected);
+            prop_assert!(scanned <= 2 * wire.len() as u64);
+        }
+
+        #[test]
+        fn any_bytes_in_pieces_never_panic(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            read in 1usize..32,
+        ) {
+            let mut parser = RequestParser::new();
+            let mut buf = BytesMut::new();
+            'feed: for piece in data.chunks(read) {
+                buf.extend_from_slice(piece);
+                loop {
+                    match parser.next(&mut buf, &Limits::default()) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn split_anywhere_is_incomplete_not_wrong(
             args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5),
             cut in 0usize..200,
