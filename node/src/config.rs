@@ -33,7 +33,8 @@ pub struct Config {
     pub timeout: u64,
     /// Seconds a client has to finish a request it has begun, whatever `timeout` says:
     /// a client that sends half a request and stalls is closed after this long. A single
-    /// request (e.g. a 512 MB value on a slow link) must arrive within it. At least 1.
+    /// request (e.g. a 512 MB value on a slow link) must arrive within it. A client that
+    /// takes none of its replies for this long is closed too. At least 1.
     pub partial_request_timeout: u64,
     /// Target size of one fragment's region; a fragment whose live data outgrows
     /// half of it is split.

@@ -263,3 +263,29 @@ fn keys_with_many_stars_answers_promptly() {
     let hit: Vec<String> = c.keys(format!("{}*", "*a".repeat(30))).unwrap();
     assert_eq!(hit, vec![key]);
 }
+
+/// A client that pipelines requests for big values and never reads the replies is
+/// closed once its socket takes nothing for partial-request-timeout, instead of
+/// holding its connection and its replies forever.
+#[test]
+fn a_client_that_never_reads_is_closed() {
+    use std::io::Write;
+    let port = start_node(|c| c.partial_request_timeout = 1);
+    let mut c = client(port);
+    let _: () = c.set("big", vec![b'v'; 1 << 20]).unwrap();
+    let mut deaf = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    deaf.write_all(&b"GET big\r\n".repeat(200)).unwrap();
+    let connected = |c: &mut redis::Connection| -> u64 {
+        common::info_field(c, "clients", "connected_clients")
+            .parse()
+            .unwrap()
+    };
+    let start = std::time::Instant::now();
+    let mut seen = connected(&mut c);
+    while seen > 1 && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+        seen = connected(&mut c);
+    }
+    assert_eq!(seen, 1, "the non-reading client is still connected");
+    drop(deaf);
+}

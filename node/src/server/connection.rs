@@ -68,6 +68,9 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
     let query_limit = usize::try_from(config.client_query_buffer_limit).unwrap_or(usize::MAX);
     let idle_timeout = (config.timeout > 0).then(|| Duration::from_secs(config.timeout));
     let partial_timeout = Duration::from_secs(config.partial_request_timeout.max(1));
+    // A client that stops reading its replies is closed after the same time without
+    // progress: the timer restarts whenever the socket takes some bytes.
+    stream.set_write_timeout(Some(partial_timeout))?;
     // When the request now partly in `input` began (or the last one completed).
     let mut request_started: Option<Instant> = None;
     loop {
