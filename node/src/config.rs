@@ -24,6 +24,18 @@ pub struct Config {
     pub proto_max_bulk_len: u64,
     #[serde(deserialize_with = "de_memory")]
     pub max_inline_len: u64,
+    /// Most bytes of unparsed input a client may have buffered (a partial request);
+    /// past it the connection is closed, as Redis's `client-query-buffer-limit`.
+    #[serde(deserialize_with = "de_memory")]
+    pub client_query_buffer_limit: u64,
+    /// Seconds a client may sit idle (between requests) before it is closed; 0 =
+    /// never (redis.conf `timeout`).
+    pub timeout: u64,
+    /// Seconds a client has to finish a request it has begun, whatever `timeout` says:
+    /// a client that sends half a request and stalls is closed after this long. A single
+    /// request (e.g. a 512 MB value on a slow link) must arrive within it. A client that
+    /// takes none of its replies for this long is closed too. At least 1.
+    pub partial_request_timeout: u64,
     /// Target size of one fragment's region; a fragment whose live data outgrows
     /// half of it is split.
     #[serde(deserialize_with = "de_memory")]
@@ -81,6 +93,9 @@ impl Default for Config {
             maxclients: 10_000,
             proto_max_bulk_len: 512 << 20,
             max_inline_len: 64 << 10,
+            client_query_buffer_limit: 1 << 30,
+            timeout: 0,
+            partial_request_timeout: 60,
             region_size: 16 << 20,
             hugepages: false,
             admin_port: 9121,
@@ -131,6 +146,15 @@ impl Config {
         }
         if self.proto_max_bulk_len < 1024 || self.proto_max_bulk_len > (1 << 30) - 1 {
             return invalid("proto-max-bulk-len must be between 1kb and 1gb");
+        }
+        if self.client_query_buffer_limit < (1 << 20) {
+            return invalid("client-query-buffer-limit must be at least 1mb");
+        }
+        if self.proto_max_bulk_len > self.client_query_buffer_limit {
+            return invalid("proto-max-bulk-len must not exceed client-query-buffer-limit");
+        }
+        if self.partial_request_timeout == 0 {
+            return invalid("partial-request-timeout must be at least 1 (seconds)");
         }
         if self.maxclients == 0 {
             return invalid("maxclients must be at least 1");

@@ -233,6 +233,8 @@ pub fn start_with(
     assign: impl FnOnce(&[SocketAddr]) -> Result<Assignment, String>,
 ) -> Result<NodeHandle, NodeError> {
     config.validate()?;
+    let mut config = config;
+    config.maxclients = fit_maxclients(config.maxclients);
     let cores = config.core_count();
     let requested = SocketAddr::new(config.bind, config.port);
     // Bind (without listening) to learn the port when 0 was asked for and to hold it
@@ -431,6 +433,7 @@ async fn core_main(
     for _ in 0..PEER_ACCEPTORS {
         glommio::spawn_local(accept_peers(ctx.clone(), fabric.clone())).detach();
     }
+    let mut failures = 0u32;
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -438,12 +441,65 @@ async fn core_main(
                     .detach();
             }
             Err(e) => {
-                // Out of file descriptors and the like: wait, do not spin or die.
-                tracing::warn!(core, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                // Out of file descriptors and the like: back off (doubling up to a
+                // second) instead of spinning or logging every few ms; a success resets it.
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(core, failures, "accept failed: {e}");
+                }
+                glommio::timer::sleep(accept_backoff(failures)).await;
+                continue;
             }
         }
+        failures = 0;
     }
+}
+
+/// How long to wait after the `failures`-th accept error in a row: 10 ms doubling,
+/// at most a second.
+fn accept_backoff(failures: u32) -> Duration {
+    let ms = 10u64 << failures.saturating_sub(1).min(7);
+    Duration::from_millis(ms.min(1000))
+}
+
+/// File descriptors kept for the node itself (listeners, fabric, io_uring, logs), as
+/// Redis's CONFIG_MIN_RESERVED_FDS.
+const RESERVED_FDS: u64 = 64;
+
+/// Make room for `maxclients` connections, as Redis's adjustOpenFilesLimit: raise the
+/// soft RLIMIT_NOFILE up to the hard one if needed; if even that is too few, lower
+/// maxclients (with a warning) to what fits.
+fn fit_maxclients(maxclients: usize) -> usize {
+    use rlimit::Resource;
+    let want = maxclients as u64 + RESERVED_FDS;
+    let Ok((soft, hard)) = rlimit::getrlimit(Resource::NOFILE) else {
+        return maxclients;
+    };
+    if soft >= want {
+        return maxclients;
+    }
+    let target = want.min(hard);
+    let limit = match rlimit::setrlimit(Resource::NOFILE, target, hard) {
+        Ok(()) => target,
+        Err(e) => {
+            tracing::warn!("cannot raise the open files limit to {target}: {e}");
+            soft
+        }
+    };
+    fit_within(maxclients, limit)
+}
+
+/// maxclients lowered to what `limit` file descriptors leave room for (at least 1).
+fn fit_within(maxclients: usize, limit: u64) -> usize {
+    let room = limit.saturating_sub(RESERVED_FDS).max(1);
+    if (maxclients as u64) <= room {
+        return maxclients;
+    }
+    tracing::warn!(
+        "maxclients lowered from {maxclients} to {room}: the open files limit is {limit} \
+         (raise it with ulimit -n, or set maxclients lower)"
+    );
+    room as usize
 }
 
 /// Handshakes with other nodes a core runs at once.
@@ -463,5 +519,30 @@ async fn accept_peers(ctx: Rc<CoreCtx>, fabric: Rc<AnyTransport>) {
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_to_a_second() {
+        let waits: Vec<u64> = (1..=10)
+            .map(|n| accept_backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert_eq!(accept_backoff(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn maxclients_fits_the_open_files_limit() {
+        assert_eq!(fit_within(10_000, 1024), 1024 - RESERVED_FDS as usize);
+        assert_eq!(fit_within(100, 1024), 100);
+        assert_eq!(fit_within(100, 10), 1);
+        // The process's own limit: after fitting, maxclients plus the reserve fits.
+        let fitted = fit_maxclients(1_000_000);
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        assert!(fitted as u64 + RESERVED_FDS <= soft.max(RESERVED_FDS + 1));
     }
 }

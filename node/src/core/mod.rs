@@ -983,10 +983,20 @@ async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
                     }
                     shard.publish_stats();
                 }
-                if !forward.is_empty() {
-                    out.extend(ctx.send_keys(forward).await);
+                if forward.is_empty() {
+                    let _ = reply.send(out);
+                } else {
+                    // Never await another core in the loop that answers other cores:
+                    // two cores forwarding to each other would each wait for the other
+                    // loop forever. The forwarded part (and the reply) goes on as its
+                    // own task; this loop takes the next message at once.
+                    let ctx = ctx.clone();
+                    glommio::spawn_local(async move {
+                        out.extend(ctx.send_keys(forward).await);
+                        let _ = reply.send(out);
+                    })
+                    .detach();
                 }
-                let _ = reply.send(out);
             }
             CoreMsg::Adopt(fragment) => ctx.shard.borrow_mut().adopt(*fragment),
             CoreMsg::Fanout { req, reply } => {
@@ -1139,5 +1149,109 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
                 "fragment move failed and the fragment is lost: {e}"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::table::{initial_range, RouteTable, Routes};
+    use augur_fabric::{Backend, FabricConfig};
+    use glommio::channels::channel_mesh::{Full, MeshBuilder};
+    use glommio::{LocalExecutorBuilder, Placement};
+    use std::sync::{Barrier, Mutex};
+
+    /// Each of two cores gives a fragment to the other (the Adopt queued, as the
+    /// rebalancer does) and at once asks the other for a key of the fragment the other
+    /// gave away: each receive loop must forward back. A loop that awaited its forward
+    /// inline waited for the other loop, itself waiting: both requests hung forever.
+    #[test]
+    fn receive_loops_forwarding_to_each_other_do_not_deadlock() {
+        let config = crate::Config {
+            cores: 2,
+            port: 0,
+            admin_port: 0,
+            ..crate::Config::default()
+        };
+        let shared = Arc::new(NodeShared::new(
+            config,
+            0,
+            Routes::new(RouteTable::initial(2)),
+        ));
+        let mesh = MeshBuilder::<CoreMsg, Full>::full(2, 64);
+        let barrier = Arc::new(Barrier::new(2));
+        let given: Arc<Mutex<[Option<Bytes>; 2]>> = Arc::new(Mutex::new([None, None]));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (shared, mesh) = (shared.clone(), mesh.clone());
+                let (barrier, given) = (barrier.clone(), given.clone());
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .spawn(move || async move {
+                        let (senders, mut receivers) = mesh.join().await.unwrap();
+                        let me = senders.peer_id();
+                        let other = 1 - me;
+                        let fabric = AnyTransport::bind(
+                            Backend::Tcp,
+                            FabricConfig::new(b"forwarding-test-secret".to_vec()),
+                            "127.0.0.1:0".parse().unwrap(),
+                        )
+                        .unwrap();
+                        // Two fragments per core, so one can move.
+                        let (lo, hi) = initial_range(me, 2);
+                        let mid = Bytes::from(vec![lo.first().copied().unwrap_or(0) + 64]);
+                        let ranges = vec![(lo, Some(mid.clone())), (mid, hi)];
+                        let ctx = Rc::new(
+                            CoreCtx::new(shared.clone(), senders, Rc::new(fabric), ranges).unwrap(),
+                        );
+                        for (_, rx) in receivers.streams() {
+                            glommio::spawn_local(receive_loop(ctx.clone(), rx)).detach();
+                        }
+                        // Core 0 gives first, then core 1 (each looks heavier in turn).
+                        for turn in 0..2 {
+                            barrier.wait();
+                            if turn == me {
+                                stats::set(&shared.stats[me].used_bytes, 1 << 40);
+                                stats::set(&shared.stats[other].used_bytes, 0);
+                                let mut shard = ctx.shard.borrow_mut();
+                                let (target, fragment) = shard.pick_fragment_to_move().unwrap();
+                                assert_eq!(target, other);
+                                let (id, lo, hi) =
+                                    (fragment.id(), fragment.lo().clone(), fragment.hi().cloned());
+                                assert!(ctx
+                                    .senders
+                                    .try_send_to(target, CoreMsg::Adopt(Box::new(fragment)))
+                                    .is_ok());
+                                shard.moved(id, lo.clone(), hi, target);
+                                given.lock().unwrap()[me] = Some(lo);
+                            }
+                        }
+                        barrier.wait();
+                        let key = given.lock().unwrap()[other].clone().unwrap();
+                        let (tx, rx) = oneshot::channel();
+                        let reqs = vec![(
+                            0,
+                            KeyRequest {
+                                key,
+                                op: crate::cmd::KeyOp::Get,
+                            },
+                        )];
+                        assert!(ctx
+                            .senders
+                            .try_send_to(other, CoreMsg::Keys { reqs, reply: tx })
+                            .is_ok());
+                        let answer =
+                            glommio::timer::timeout(Duration::from_secs(5), async { Ok(rx.await) })
+                                .await;
+                        matches!(answer, Ok(Ok(ref r)) if matches!(r[..], [(0, Ok(Frame::Null))]))
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let answered: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            answered,
+            [true, true],
+            "a forwarded request was never answered"
+        );
     }
 }

@@ -3,4 +3,4 @@ pub mod frame;
 pub mod parse;
 
 pub use frame::Frame;
-pub use parse::{next_frame, next_request, Limits, ProtocolError};
+pub use parse::{next_frame, next_request, Limits, ProtocolError, RequestParser};

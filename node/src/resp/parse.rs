@@ -11,14 +11,25 @@ pub struct Limits {
     pub max_bulk_len: usize,
     pub max_inline_len: usize,
     pub max_multibulk_len: usize,
+    /// The client has not authenticated yet (and a password is set): only small
+    /// requests, as Redis 7 (`authRequired` in `processMultibulkBuffer`).
+    pub unauthenticated: bool,
 }
+
+/// Before AUTH a request may have at most this many arguments (Redis 7).
+pub const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+/// Before AUTH a bulk argument may have at most this many bytes (Redis 7).
+pub const UNAUTHENTICATED_MAX_BULK: i64 = 16 << 10;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bulk_len: 512 << 20,
             max_inline_len: 64 << 10,
+            // Redis rejects a multibulk count above INT_MAX; the query buffer limit
+            // bounds what a large count can make us hold.
             max_multibulk_len: i32::MAX as usize,
+            unauthenticated: false,
         }
     }
 }
@@ -63,70 +74,6 @@ fn header(buf: &[u8], at: usize, err: &'static str) -> Result<Option<(i64, usize
         None if buf.len() - at > 32 => Err(ProtocolError(err)),
         None => Ok(None),
     }
-}
-
-/// Measure one request (multibulk or inline) at the start of `buf`.
-/// `Ok(None)`: more bytes needed.
-fn measure_request(buf: &[u8], limits: &Limits) -> Result<Option<Request>, ProtocolError> {
-    if buf.first() != Some(&b'*') {
-        return measure_inline(buf, limits);
-    }
-    let Some((count, mut at)) = header(buf, 0, "invalid multibulk length")? else {
-        return Ok(None);
-    };
-    if count > limits.max_multibulk_len as i64 {
-        return Err(ProtocolError("invalid multibulk length"));
-    }
-    let count = count.max(0) as usize;
-    let mut args = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        match buf.get(at) {
-            None => return Ok(None),
-            Some(b'$') => {}
-            Some(_) => return Err(ProtocolError("expected '$'")),
-        }
-        let Some((len, start)) = header(buf, at, "invalid bulk length")? else {
-            return Ok(None);
-        };
-        if len < 0 || len as u64 > limits.max_bulk_len as u64 {
-            return Err(ProtocolError("invalid bulk length"));
-        }
-        let end = start + len as usize;
-        if buf.len() < end + 2 {
-            return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError("bulk string not terminated by CRLF"));
-        }
-        args.push((start, end));
-        at = end + 2;
-    }
-    Ok(Some(Request {
-        len: at,
-        args: ArgSpans::Ranges(args),
-    }))
-}
-
-fn measure_inline(buf: &[u8], limits: &Limits) -> Result<Option<Request>, ProtocolError> {
-    let Some(nl) = buf.iter().position(|&c| c == b'\n') else {
-        if buf.len() > limits.max_inline_len {
-            return Err(ProtocolError("too big inline request"));
-        }
-        return Ok(None);
-    };
-    if nl > limits.max_inline_len {
-        return Err(ProtocolError("too big inline request"));
-    }
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
-    let words = split_inline(&buf[..line_end])?;
-    Ok(Some(Request {
-        len: nl + 1,
-        args: ArgSpans::Owned(words),
-    }))
 }
 
 /// Split an inline command into words, honouring "double" and 'single' quotes with
@@ -200,31 +147,212 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
     Ok(words)
 }
 
-enum ArgSpans {
-    Ranges(Vec<(usize, usize)>),
-    Owned(Vec<Vec<u8>>),
+/// Where a partial request got to, so the next read resumes there instead of
+/// re-parsing from its first byte (which made a request in many reads quadratic).
+#[derive(Debug, Default)]
+enum Partial {
+    /// Nothing of the next request examined yet.
+    #[default]
+    Fresh,
+    /// An inline request: no `\n` in the first `searched` bytes.
+    Inline { searched: usize },
+    /// A multibulk request: `args` done, `remaining` to go, the next starts at `at`;
+    /// `bulk` is the `(start, len)` of one whose header is parsed but bytes are not all here.
+    Multibulk {
+        remaining: usize,
+        at: usize,
+        args: Vec<(usize, usize)>,
+        bulk: Option<(usize, usize)>,
+    },
 }
 
-struct Request {
-    len: usize,
-    args: ArgSpans,
+/// Parses requests off the front of a connection's read buffer, keeping its place in
+/// a partial request across reads: a bulk's length is known from its header, so its
+/// bytes are waited for, not scanned. The caller only appends to the buffer between
+/// calls (and must start a new parser if it changes it otherwise).
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    partial: Partial,
+    scanned: u64,
 }
 
-/// Take the next complete request off the front of `buf`, as argument slices.
-/// `Ok(None)` means more bytes are needed; an empty vector is an empty request
-/// (a blank inline line or `*0`), which Redis silently ignores.
+impl RequestParser {
+    pub fn new() -> RequestParser {
+        RequestParser::default()
+    }
+
+    /// Bytes examined so far (headers, inline lines): the parser's work, for tests.
+    pub fn bytes_scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    /// Whether a request has begun but is not complete.
+    pub fn in_request(&self, buf: &[u8]) -> bool {
+        !matches!(self.partial, Partial::Fresh) || !buf.is_empty()
+    }
+
+    /// Take the next complete request off the front of `buf`, as argument slices.
+    /// `Ok(None)` means more bytes are needed; an empty vector is an empty request
+    /// (a blank inline line or `*0`), which Redis silently ignores. After an error the
+    /// stream cannot be trusted: the connection should be closed.
+    pub fn next(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if matches!(self.partial, Partial::Fresh) {
+            match buf.first() {
+                None => return Ok(None),
+                Some(b'*') => {
+                    let Some((count, at)) = self.header(buf, 0, "invalid multibulk length")? else {
+                        return Ok(None);
+                    };
+                    if count > limits.max_multibulk_len as i64 {
+                        return Err(ProtocolError("invalid multibulk length"));
+                    }
+                    if limits.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+                        return Err(ProtocolError("unauthenticated multibulk length"));
+                    }
+                    let remaining = count.max(0) as usize;
+                    self.partial = Partial::Multibulk {
+                        remaining,
+                        at,
+                        args: Vec::with_capacity(remaining.min(1024)),
+                        bulk: None,
+                    };
+                }
+                Some(_) => self.partial = Partial::Inline { searched: 0 },
+            }
+        }
+        match std::mem::take(&mut self.partial) {
+            Partial::Fresh => Ok(None),
+            Partial::Inline { searched } => self.inline(buf, searched, limits),
+            Partial::Multibulk {
+                remaining,
+                at,
+                args,
+                bulk,
+            } => self.multibulk(buf, remaining, at, args, bulk, limits),
+        }
+    }
+
+    fn header(
+        &mut self,
+        buf: &[u8],
+        at: usize,
+        err: &'static str,
+    ) -> Result<Option<(i64, usize)>, ProtocolError> {
+        // A header is at most 32 bytes (else an error), so re-reading an incomplete
+        // one on the next read is bounded work.
+        let parsed = header(buf, at, err)?;
+        let end = parsed.map_or(buf.len(), |(_, next)| next);
+        self.scanned += (end - at) as u64;
+        Ok(parsed)
+    }
+
+    fn inline(
+        &mut self,
+        buf: &mut BytesMut,
+        searched: usize,
+        limits: &Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let from = searched.min(buf.len());
+        self.scanned += (buf.len() - from) as u64;
+        let Some(nl) = buf[from..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map(|p| p + from)
+        else {
+            if buf.len() > limits.max_inline_len {
+                return Err(ProtocolError("too big inline request"));
+            }
+            self.partial = Partial::Inline {
+                searched: buf.len(),
+            };
+            return Ok(None);
+        };
+        if nl > limits.max_inline_len {
+            return Err(ProtocolError("too big inline request"));
+        }
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let words = split_inline(&buf[..line_end])?;
+        if limits.unauthenticated && words.len() as i64 > UNAUTHENTICATED_MAX_ARGS {
+            return Err(ProtocolError("unauthenticated multibulk length"));
+        }
+        let _ = buf.split_to(nl + 1);
+        Ok(Some(words.into_iter().map(Bytes::from).collect()))
+    }
+
+    fn multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        mut remaining: usize,
+        mut at: usize,
+        mut args: Vec<(usize, usize)>,
+        mut bulk: Option<(usize, usize)>,
+        limits: &Limits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        while remaining > 0 {
+            let (start, len) = match bulk {
+                Some(b) => b,
+                None => {
+                    match buf.get(at) {
+                        None => break,
+                        Some(b'$') => {}
+                        Some(_) => return Err(ProtocolError("expected '$'")),
+                    }
+                    let Some((len, start)) = self.header(buf, at, "invalid bulk length")? else {
+                        break;
+                    };
+                    if len < 0 || len as u64 > limits.max_bulk_len as u64 {
+                        return Err(ProtocolError("invalid bulk length"));
+                    }
+                    if limits.unauthenticated && len > UNAUTHENTICATED_MAX_BULK {
+                        return Err(ProtocolError("unauthenticated bulk length"));
+                    }
+                    (start, len as usize)
+                }
+            };
+            let end = start + len;
+            if buf.len() < end + 2 {
+                bulk = Some((start, len));
+                break;
+            }
+            bulk = None;
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError("bulk string not terminated by CRLF"));
+            }
+            args.push((start, end));
+            at = end + 2;
+            remaining -= 1;
+        }
+        if remaining > 0 {
+            self.partial = Partial::Multibulk {
+                remaining,
+                at,
+                args,
+                bulk,
+            };
+            return Ok(None);
+        }
+        let frozen = buf.split_to(at).freeze();
+        Ok(Some(
+            args.into_iter().map(|(s, e)| frozen.slice(s..e)).collect(),
+        ))
+    }
+}
+
+/// Take the next complete request off the front of `buf` with a fresh parser (no
+/// state kept between calls: for one-off parsing; connections use [`RequestParser`]).
 pub fn next_request(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(req) = measure_request(buf, limits)? else {
-        return Ok(None);
-    };
-    let frozen = buf.split_to(req.len).freeze();
-    Ok(Some(match req.args {
-        ArgSpans::Ranges(r) => r.into_iter().map(|(s, e)| frozen.slice(s..e)).collect(),
-        ArgSpans::Owned(w) => w.into_iter().map(Bytes::from).collect(),
-    }))
+    RequestParser::new().next(buf, limits)
 }
 
 /// Measure any RESP2/RESP3 value at `at` (replies, and the round-trip tests).
@@ -413,6 +541,101 @@ mod tests {
         assert!(b.is_empty());
     }
 
+    /// Feed `wire` to one parser in `read`-byte pieces, as a connection would; the
+    /// requests and the bytes the parser examined.
+    fn feed(wire: &[u8], read: usize, limits: &Limits) -> (Vec<Vec<Bytes>>, u64) {
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(read) {
+            buf.extend_from_slice(piece);
+            while let Some(r) = parser.next(&mut buf, limits).unwrap() {
+                out.push(r);
+            }
+        }
+        assert!(buf.is_empty());
+        (out, parser.bytes_scanned())
+    }
+
+    #[test]
+    fn big_bulk_in_small_reads_is_not_rescanned() {
+        let len = 64 << 20;
+        let mut wire = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n").into_bytes();
+        wire.resize(wire.len() + len, b'v');
+        wire.extend_from_slice(b"\r\n");
+        let (reqs, scanned) = feed(&wire, 4096, &Limits::default());
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0][2].len(), len);
+        // Only the headers are read, once each (plus a partial one per read at most).
+        assert!(scanned < 4096, "{scanned} bytes scanned for a 64 MiB bulk");
+    }
+
+    #[test]
+    fn many_args_in_small_reads_is_linear() {
+        // 1.2M one-byte arguments in 8 MiB: re-parsing from byte 0 on every 4 KiB read
+        // examined ~8 GB here.
+        let count = 1_200_000;
+        let mut wire = format!("*{count}\r\n").into_bytes();
+        for _ in 0..count {
+            wire.extend_from_slice(b"$1\r\na\r\n");
+        }
+        let (reqs, scanned) = feed(&wire, 4096, &Limits::default());
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].len(), count);
+        assert!(
+            scanned <= 2 * wire.len() as u64,
+            "{scanned} bytes scanned for {} bytes of input",
+            wire.len()
+        );
+        // Inline requests are searched once too.
+        let mut inline = vec![b'x'; 60 << 10];
+        inline.extend_from_slice(b"\r\n");
+        let (reqs, scanned) = feed(&inline, 16, &Limits::default());
+        assert_eq!(reqs.len(), 1);
+        assert!(scanned <= 2 * inline.len() as u64, "{scanned}");
+    }
+
+    #[test]
+    fn before_auth_only_small_requests() {
+        let unauth = Limits {
+            unauthenticated: true,
+            ..Limits::default()
+        };
+        let mut eleven = b"*11\r\n".to_vec();
+        let mut b = BytesMut::from(&eleven[..]);
+        assert_eq!(
+            next_request(&mut b, &unauth).unwrap_err().0,
+            "unauthenticated multibulk length"
+        );
+        for _ in 0..11 {
+            eleven.extend_from_slice(b"$1\r\na\r\n");
+        }
+        let mut b = BytesMut::from(&eleven[..]);
+        assert_eq!(
+            next_request(&mut b, &Limits::default())
+                .unwrap()
+                .unwrap()
+                .len(),
+            11
+        );
+        // The bulk header alone is refused: nothing of it is buffered.
+        let mut b = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"[..]);
+        assert_eq!(
+            next_request(&mut b, &unauth).unwrap_err().0,
+            "unauthenticated bulk length"
+        );
+        let mut ok = b"*2\r\n$4\r\nAUTH\r\n$16384\r\n".to_vec();
+        ok.resize(ok.len() + 16384, b'p');
+        ok.extend_from_slice(b"\r\n");
+        let mut b = BytesMut::from(&ok[..]);
+        assert_eq!(next_request(&mut b, &unauth).unwrap().unwrap().len(), 2);
+        let mut b = BytesMut::from(&b"a b c d e f g h i j k\r\n"[..]);
+        assert_eq!(
+            next_request(&mut b, &unauth).unwrap_err().0,
+            "unauthenticated multibulk length"
+        );
+    }
+
     fn frame_strategy() -> impl Strategy<Value = Frame> {
         let bytes = proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from);
         let line = "[a-zA-Z0-9 ]{0,20}".prop_map(Bytes::from);
@@ -450,6 +673,51 @@ mod tests {
             let parsed = next_frame(&mut b, &Limits::default()).unwrap().unwrap();
             prop_assert_eq!(parsed, frame);
             prop_assert!(b.is_empty());
+        }
+
+        #[test]
+        fn resumed_parsing_equals_one_shot(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..6),
+                1..8,
+            ),
+            inline_word in "[a-z]{1,8}",
+            read in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (i, args) in reqs.iter().enumerate() {
+                if i % 3 == 2 {
+                    // An inline request between the multibulk ones.
+                    wire.extend_from_slice(format!("{inline_word} x\r\n").as_bytes());
+                    expected.push(vec![Bytes::from(inline_word.clone()), Bytes::from("x")]);
+                }
+                let frame = Frame::Array(args.iter().map(|a| Frame::Bulk(Bytes::from(a.clone()))).collect());
+                wire.extend_from_slice(&frame.to_bytes(false));
+                expected.push(args.iter().map(|a| Bytes::from(a.clone())).collect());
+            }
+            let (got, scanned) = feed(&wire, read, &Limits::default());
+            prop_assert_eq!(got, expected);
+            prop_assert!(scanned <= 2 * wire.len() as u64);
+        }
+
+        #[test]
+        fn any_bytes_in_pieces_never_panic(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            read in 1usize..32,
+        ) {
+            let mut parser = RequestParser::new();
+            let mut buf = BytesMut::new();
+            'feed: for piece in data.chunks(read) {
+                buf.extend_from_slice(piece);
+                loop {
+                    match parser.next(&mut buf, &Limits::default()) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
         }
 
         #[test]

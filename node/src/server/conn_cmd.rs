@@ -209,6 +209,10 @@ fn parameters(shared: &NodeShared) -> Vec<(&'static str, String)> {
             shared.max_bulk_len.load(Ordering::Relaxed).to_string(),
         ),
         ("max-inline-len", c.max_inline_len.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.client_query_buffer_limit.to_string(),
+        ),
         ("region-size", c.region_size.to_string()),
         ("hugepages", if c.hugepages { "yes" } else { "no" }.into()),
         ("admin-port", c.admin_port.to_string()),
@@ -216,7 +220,11 @@ fn parameters(shared: &NodeShared) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("appendonly", "no".into()),
         ("databases", "1".into()),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout.to_string()),
+        (
+            "partial-request-timeout",
+            c.partial_request_timeout.to_string(),
+        ),
     ]
 }
 
@@ -225,7 +233,7 @@ fn config_get(shared: &NodeShared, patterns: &[Bytes]) -> Frame {
     for (name, value) in parameters(shared) {
         if patterns
             .iter()
-            .any(|p| crate::glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
+            .any(|p| crate::glob::matches_nocase(p, name.as_bytes()))
         {
             pairs.push((bulk(name), bulk(value)));
         }
@@ -264,6 +272,11 @@ fn config_set(shared: &NodeShared, pairs: &[(Bytes, Bytes)]) -> Frame {
                 let Some(v) = parse_memory(&value_s).filter(|v| (1024..1 << 30).contains(v)) else {
                     return bad();
                 };
+                if v > shared.config.client_query_buffer_limit {
+                    return Frame::error(
+                        "ERR CONFIG SET failed: proto-max-bulk-len must not exceed client-query-buffer-limit",
+                    );
+                }
                 updates.push(Box::new(move || {
                     shared.max_bulk_len.store(v, Ordering::Relaxed)
                 }));

@@ -2,6 +2,7 @@
 //! execute them as a batch (pipelining), write all replies in order with one write.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -9,7 +10,7 @@ use glommio::net::TcpStream;
 
 use crate::cmd::{self, args, Combine, FanoutCmd, KeyRequest, ParseContext, Plan};
 use crate::core::CoreCtx;
-use crate::resp::{next_request, Frame, Limits};
+use crate::resp::{Frame, Limits, RequestParser};
 use crate::shard::fanout::{FanoutBody, FanoutReq};
 use crate::telemetry::stats;
 
@@ -62,52 +63,151 @@ async fn run(ctx: &CoreCtx, stream: &mut TcpStream, session: &mut Session) -> st
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::new();
+    let config = &ctx.shared.config;
+    let query_limit = usize::try_from(config.client_query_buffer_limit).unwrap_or(usize::MAX);
+    let idle_timeout = (config.timeout > 0).then(|| Duration::from_secs(config.timeout));
+    let partial_timeout = Duration::from_secs(config.partial_request_timeout.max(1));
+    // A client that stops reading its replies is closed after the same time without
+    // progress: the timer restarts whenever the socket takes some bytes.
+    stream.set_write_timeout(Some(partial_timeout))?;
+    // When the request now partly in `input` began (or the last one completed).
+    let mut request_started: Option<Instant> = None;
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let wait = match request_started {
+            Some(t) => {
+                let left = partial_timeout.saturating_sub(t.elapsed());
+                Some(idle_timeout.map_or(left, |idle| idle.min(left)))
+            }
+            None => idle_timeout,
+        };
+        // glommio refuses a zero timeout.
+        stream.set_read_timeout(wait.map(|w| w.max(Duration::from_millis(1))))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if request_started.is_some_and(|t| t.elapsed() >= partial_timeout) {
+                    tracing::info!(
+                        client = session.id,
+                        "closing client: request not finished in time"
+                    );
+                    let msg =
+                        "ERR Protocol error: request not completed within partial-request-timeout";
+                    let _ = stream
+                        .write_all(&Frame::error(msg).to_bytes(session.resp3))
+                        .await;
+                } else {
+                    tracing::debug!(client = session.id, "closing idle client (timeout)");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(());
         }
         input.extend_from_slice(&chunk[..n]);
-        let limits = Limits {
-            max_bulk_len: ctx
-                .shared
-                .max_bulk_len
-                .load(std::sync::atomic::Ordering::Relaxed) as usize,
-            max_inline_len: ctx.shared.config.max_inline_len as usize,
-            ..Limits::default()
-        };
-        let mut requests = Vec::new();
-        let mut protocol_error = None;
+        let mut completed = false;
+        let mut close = false;
+        // Requests are executed in batches (pipelining); a batch ends after a command
+        // that may change how the rest is parsed or encoded (AUTH lifts the
+        // pre-auth size limits, HELLO switches protocol), so each request is parsed
+        // and each reply encoded under the session state in force when it ran.
         loop {
-            match next_request(&mut input, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => requests.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_error = Some(e);
-                    break;
+            let limits = Limits {
+                max_bulk_len: ctx
+                    .shared
+                    .max_bulk_len
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    as usize,
+                max_inline_len: ctx.shared.config.max_inline_len as usize,
+                unauthenticated: !session.authenticated,
+                ..Limits::default()
+            };
+            let mut requests = Vec::new();
+            let mut protocol_error = None;
+            let mut session_change = false;
+            loop {
+                match parser.next(&mut input, &limits) {
+                    Ok(Some(args)) if args.is_empty() => {}
+                    Ok(Some(args)) => {
+                        session_change = changes_session(&args[0]);
+                        requests.push(args);
+                        if session_change {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        break;
+                    }
                 }
             }
+            completed |= !requests.is_empty();
+            let resp3_before = session.resp3;
+            let replies = execute_batch(ctx, session, requests).await;
+            let last = replies.len().saturating_sub(1);
+            for (i, reply) in replies.iter().enumerate() {
+                // Only the session-changing command, last in its batch, replies in
+                // the protocol it switched to.
+                let resp3 = if session_change && i == last {
+                    session.resp3
+                } else {
+                    resp3_before
+                };
+                reply.encode(&mut output, resp3);
+            }
+            if let Some(e) = &protocol_error {
+                Frame::error(format!("ERR {e}")).encode(&mut output, session.resp3);
+                close = true;
+            }
+            if session.quit {
+                close = true;
+            }
+            if close || !session_change {
+                break;
+            }
         }
-        let replies = execute_batch(ctx, session, requests).await;
-        for reply in &replies {
-            reply.encode(&mut output, session.resp3);
-        }
-        if let Some(e) = &protocol_error {
-            Frame::error(format!("ERR {e}")).encode(&mut output, session.resp3);
+        if !close && input.len() > query_limit {
+            // Redis closes such a client too (client-query-buffer-limit).
+            tracing::info!(
+                client = session.id,
+                buffered = input.len(),
+                "closing client over the query buffer limit"
+            );
+            Frame::error(
+                "ERR Protocol error: query buffer limit reached (client-query-buffer-limit)",
+            )
+            .encode(&mut output, session.resp3);
+            close = true;
         }
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
         }
-        if protocol_error.is_some() || session.quit {
+        if close {
             return Ok(());
         }
+        // The partial-request clock runs from the first byte of a request: a trickle
+        // of bytes does not reset it, a completed request does.
+        request_started = if !parser.in_request(&input) {
+            None
+        } else if completed {
+            Some(Instant::now())
+        } else {
+            request_started.or_else(|| Some(Instant::now()))
+        };
         // Don't hold on to a large buffer after a large request.
         if input.capacity() > 4 * READ_CHUNK && input.is_empty() {
             input = BytesMut::with_capacity(READ_CHUNK);
         }
     }
+}
+
+/// Commands after which the rest of a pipeline must be parsed or encoded afresh.
+fn changes_session(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"AUTH") || name.eq_ignore_ascii_case(b"HELLO")
 }
 
 /// A reply that is ready, or the per-key replies it will be combined from.

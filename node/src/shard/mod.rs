@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -53,9 +53,38 @@ pub enum Outcome {
 /// A sorted listing of a fragment's keys, reused by SCAN steps while valid.
 struct KeyListing {
     built: Instant,
+    last_used: Instant,
     changes: u64,
     generation: u64,
+    /// Estimated heap bytes of `keys`, counted in `used_memory`.
+    bytes: usize,
     keys: Arc<Vec<Bytes>>,
+}
+
+/// How long SCAN key listings are kept, and how many bytes of them a core keeps. A
+/// dropped listing costs only a rebuild: a scan stays correct without it.
+#[derive(Debug, Clone, Copy)]
+pub struct ListingLimits {
+    pub idle: Duration,
+    pub max_bytes: usize,
+}
+
+impl Default for ListingLimits {
+    fn default() -> Self {
+        ListingLimits {
+            idle: Duration::from_secs(30),
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Heap bytes a listing of `keys` holds: each key's bytes, its `Bytes` handle and
+/// its allocation's overhead.
+fn listing_bytes(keys: &[Bytes]) -> usize {
+    keys.iter()
+        .map(|k| k.len() + std::mem::size_of::<Bytes>() + 16)
+        .sum::<usize>()
+        + 64
 }
 
 pub struct Shard {
@@ -65,6 +94,9 @@ pub struct Shard {
     /// Ranges given to other cores: lo → (hi, core).
     forwarded: BTreeMap<Bytes, (Option<Bytes>, usize)>,
     listings: HashMap<FragmentId, KeyListing>,
+    /// Sum of the listings' `bytes`.
+    listing_bytes: usize,
+    pub listing_limits: ListingLimits,
     /// Split points not yet proposed to the cluster table.
     table_splits: Vec<Bytes>,
     hits: u64,
@@ -93,6 +125,8 @@ impl Shard {
             fragments,
             forwarded: BTreeMap::new(),
             listings: HashMap::new(),
+            listing_bytes: 0,
+            listing_limits: ListingLimits::default(),
             table_splits: Vec::new(),
             hits: 0,
             misses: 0,
@@ -222,7 +256,7 @@ impl Shard {
             upper = upper.live_keys(),
             "split fragment"
         );
-        self.listings.remove(&lower.id());
+        self.drop_listing(lower.id());
         // Retire the replaced region before any write reaches its successor, so a
         // remote reader holding its descriptor refreshes (decision 0007).
         if let Some(old) = self.fragments.insert(lo.clone(), lower) {
@@ -272,7 +306,7 @@ impl Shard {
             .collect();
         for k in &gone {
             if let Some(f) = self.fragments.remove(k) {
-                self.listings.remove(&f.id());
+                self.drop_listing(f.id());
             }
         }
         self.publish_stats();
@@ -345,8 +379,10 @@ impl Shard {
         }
     }
 
-    /// Active expiry: remove due keys, a bounded number per fragment per call.
+    /// Active expiry: remove due keys, a bounded number per fragment per call; drop
+    /// SCAN listings idle for too long.
     pub fn expire_due(&mut self, now: u64) {
+        self.tidy_listings(Instant::now());
         for fragment in self.fragments.values_mut() {
             match fragment.expire_due(now, 200) {
                 Ok(n) => self.expired += n as u64,
@@ -366,7 +402,9 @@ impl Shard {
             expiring += f.expiring() as u64;
         }
         set(&s.keys, keys);
-        set(&s.used_bytes, used);
+        // SCAN listings are memory the node holds too (as Redis's used_memory counts
+        // everything): they count against maxmemory.
+        set(&s.used_bytes, used + self.listing_bytes as u64);
         set(&s.region_bytes, mapped);
         set(&s.expiring, expiring);
         set(&s.fragments, self.fragments.len() as u64);
@@ -408,7 +446,7 @@ impl Shard {
     /// The fragment was handed to `core`: requests for it go there from now on.
     pub fn moved(&mut self, id: FragmentId, lo: Bytes, hi: Option<Bytes>, core: usize) {
         self.forwarded.insert(lo, (hi, core));
-        self.listings.remove(&id);
+        self.drop_listing(id);
         bump(&self.env.stats[self.core].moves_out, 1);
         self.publish_stats();
     }
@@ -480,6 +518,7 @@ impl Shard {
             }
         }
         self.listings.clear();
+        self.listing_bytes = 0;
         self.publish_stats();
     }
 
@@ -492,26 +531,80 @@ impl Shard {
         let Some(fragment) = self.fragments.get(lo) else {
             return Ok(Arc::new(Vec::new()));
         };
-        if let Some(l) = self.listings.get(&fragment.id()) {
+        let id = fragment.id();
+        if let Some(l) = self.listings.get_mut(&id) {
             // A listing is good for a scan if nothing changed since it was built, or
             // it was built after the scan started (a key present for the whole scan
             // is then in it).
             let same = l.changes == fragment.changes() && l.generation == fragment.generation();
             if same || l.built >= started {
+                l.last_used = Instant::now();
                 return Ok(l.keys.clone());
             }
         }
+        let (changes, generation) = (fragment.changes(), fragment.generation());
         let keys = Arc::new(fragment.sorted_keys(now)?);
+        self.drop_listing(id);
+        let bytes = listing_bytes(&keys);
+        self.make_listing_room(bytes);
+        let built = Instant::now();
         self.listings.insert(
-            fragment.id(),
+            id,
             KeyListing {
-                built: Instant::now(),
-                changes: fragment.changes(),
-                generation: fragment.generation(),
+                built,
+                last_used: built,
+                changes,
+                generation,
+                bytes,
                 keys: keys.clone(),
             },
         );
+        self.listing_bytes += bytes;
         Ok(keys)
+    }
+
+    fn drop_listing(&mut self, id: FragmentId) {
+        if let Some(l) = self.listings.remove(&id) {
+            self.listing_bytes = self.listing_bytes.saturating_sub(l.bytes);
+        }
+    }
+
+    /// Evict the least recently used listings until `incoming` more bytes fit the cap
+    /// (one listing larger than the cap is still kept, alone: without it a scan of its
+    /// fragment would rebuild it at every step).
+    fn make_listing_room(&mut self, incoming: usize) {
+        while !self.listings.is_empty()
+            && self.listing_bytes + incoming > self.listing_limits.max_bytes
+        {
+            let Some(oldest) = self
+                .listings
+                .iter()
+                .min_by_key(|(_, l)| l.last_used)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.drop_listing(oldest);
+        }
+    }
+
+    /// Drop listings no SCAN step has used for `listing_limits.idle`.
+    pub fn tidy_listings(&mut self, now: Instant) {
+        let idle = self.listing_limits.idle;
+        let stale: Vec<FragmentId> = self
+            .listings
+            .iter()
+            .filter(|(_, l)| now.saturating_duration_since(l.last_used) >= idle)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.drop_listing(id);
+        }
+    }
+
+    /// Bytes of SCAN listings this core holds.
+    pub fn scan_listing_bytes(&self) -> usize {
+        self.listing_bytes
     }
 
     fn scan_step(
@@ -579,5 +672,142 @@ impl Shard {
         }
         out.sort_unstable();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::table::RouteTable;
+    use crate::store::Geometry;
+    use std::collections::BTreeSet;
+
+    /// A one-core shard over four fragments, with `per` keys in each.
+    fn shard_with_keys(per: usize) -> (Shard, BTreeSet<Bytes>) {
+        let env = ShardEnv {
+            cores: 1,
+            routes: Arc::new(Routes::new(RouteTable::initial(1))),
+            stats: Arc::from(vec![CoreStats::default()]),
+            fragment_ids: Arc::new(AtomicU64::new(0)),
+            geometry: Geometry::sized_for(4 << 20, 72),
+            region_size: 4 << 20,
+            hugepages: false,
+        };
+        let cut = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let ranges = vec![
+            (Bytes::new(), Some(cut("k1"))),
+            (cut("k1"), Some(cut("k2"))),
+            (cut("k2"), Some(cut("k3"))),
+            (cut("k3"), None),
+        ];
+        let mut shard = Shard::new(0, env, ranges).unwrap();
+        let mut keys = BTreeSet::new();
+        for f in 0..4 {
+            for i in 0..per {
+                let key = Bytes::from(format!("k{f}:{i:06}"));
+                set(&mut shard, &key);
+                keys.insert(key);
+            }
+        }
+        (shard, keys)
+    }
+
+    fn set(shard: &mut Shard, key: &Bytes) {
+        let req = KeyRequest {
+            key: key.clone(),
+            op: KeyOp::SetNx(Bytes::from_static(b"v")),
+        };
+        assert!(matches!(shard.execute(&req, 1), Outcome::Done(_)));
+    }
+
+    /// A SCAN of up to `max_steps` steps of `count` keys, starting after `from`;
+    /// `between` runs between steps. Stops early (abandons the scan) at `max_steps`.
+    fn scan_steps(
+        shard: &mut Shard,
+        from: Option<Bytes>,
+        count: usize,
+        max_steps: usize,
+        mut between: impl FnMut(&mut Shard),
+    ) -> Vec<Bytes> {
+        let started = Instant::now();
+        let mut after = from;
+        let mut out = Vec::new();
+        for _ in 0..max_steps {
+            let FanoutBody::Scan { keys, frontier } =
+                shard.scan_step(after.as_ref(), count, None, started, 1)
+            else {
+                panic!("not a scan reply");
+            };
+            out.extend(keys);
+            match frontier {
+                Some(f) => after = Some(f),
+                None => return out,
+            }
+            between(shard);
+        }
+        out
+    }
+
+    fn full_scan(shard: &mut Shard, count: usize, between: impl FnMut(&mut Shard)) -> Vec<Bytes> {
+        scan_steps(shard, None, count, usize::MAX, between)
+    }
+
+    fn used_bytes(shard: &Shard) -> u64 {
+        stats::get(&shard.env.stats[0].used_bytes)
+    }
+
+    #[test]
+    fn scan_listings_are_capped_counted_and_expire() {
+        let (mut shard, keys) = shard_with_keys(500);
+        shard.publish_stats();
+        let data_only = used_bytes(&shard);
+        let one = listing_bytes(&keys.iter().take(500).cloned().collect::<Vec<_>>());
+        shard.listing_limits.max_bytes = one * 2;
+        // Many scans started and abandoned after a step or two, anywhere in the key
+        // space, with writes between them so each builds fresh listings.
+        for round in 0..200 {
+            let from = Bytes::from(format!("k{}:{:06}", round % 4, round * 7 % 500));
+            scan_steps(&mut shard, Some(from), 300, 1 + round % 2, |_| {});
+            set(&mut shard, &Bytes::from(format!("k{}:x{round}", round % 4)));
+            assert!(
+                shard.scan_listing_bytes() <= one * 2 + 4096,
+                "{} bytes of listings, cap {}",
+                shard.scan_listing_bytes(),
+                one * 2
+            );
+        }
+        assert!(shard.listings.len() <= 2);
+        shard.publish_stats();
+        let with_listings = used_bytes(&shard);
+        assert!(with_listings >= data_only + shard.scan_listing_bytes() as u64);
+        assert!(shard.scan_listing_bytes() > 0);
+        // Idle listings go.
+        shard.tidy_listings(Instant::now() + shard.listing_limits.idle);
+        assert_eq!(shard.scan_listing_bytes(), 0);
+        assert!(shard.listings.is_empty());
+        shard.publish_stats();
+        assert!(used_bytes(&shard) < with_listings);
+    }
+
+    #[test]
+    fn scan_completes_when_its_listings_are_evicted() {
+        let (mut shard, keys) = shard_with_keys(300);
+        // Evict everything between steps, and write (so a listing built before the
+        // scan would be stale anyway): every key present throughout comes back.
+        let mut n = 0;
+        let got = full_scan(&mut shard, 37, |s| {
+            s.tidy_listings(Instant::now() + Duration::from_secs(3600));
+            n += 1;
+            set(s, &Bytes::from(format!("k2:new{n}")));
+        });
+        assert!(n > 20, "scan took {n} steps");
+        let got: BTreeSet<Bytes> = got.into_iter().collect();
+        let missing: Vec<_> = keys.difference(&got).collect();
+        assert!(missing.is_empty(), "missing {missing:?}");
+        // And with a cap smaller than one listing: each is rebuilt as needed.
+        shard.listing_limits.max_bytes = 1;
+        let got: BTreeSet<Bytes> = full_scan(&mut shard, 50, |_| {}).into_iter().collect();
+        assert!(keys.is_subset(&got));
+        assert!(shard.listings.len() <= 1);
     }
 }
