@@ -59,6 +59,7 @@ const REPLY_LIMITS: Limits = Limits {
     max_bulk_len: 64 << 20,
     max_inline_len: 64 << 10,
     max_multibulk_len: 1 << 20,
+    unauthenticated: false,
 };
 const US_PER_S: u64 = 1_000_000;
 

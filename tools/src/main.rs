@@ -159,6 +159,16 @@ struct NodeArgs {
     /// Longest inline command line, e.g. 64kb.
     #[arg(long)]
     max_inline_len: Option<String>,
+    /// Most bytes of unparsed requests a client may have buffered, e.g. 1gb.
+    #[arg(long)]
+    client_query_buffer_limit: Option<String>,
+    /// Close clients idle this many seconds (0: never).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Seconds a request may take to arrive from its first byte (also how long a client
+    /// may leave its replies unread).
+    #[arg(long)]
+    partial_request_timeout: Option<u64>,
     /// Target bytes of one fragment's region, e.g. 16mb.
     #[arg(long)]
     region_size: Option<String>,
@@ -243,6 +253,15 @@ impl NodeArgs {
         }
         if let Some(v) = self.max_inline_len {
             c.max_inline_len = memory("max-inline-len", &v)?;
+        }
+        if let Some(v) = self.client_query_buffer_limit {
+            c.client_query_buffer_limit = memory("client-query-buffer-limit", &v)?;
+        }
+        if let Some(v) = self.timeout {
+            c.timeout = v;
+        }
+        if let Some(v) = self.partial_request_timeout {
+            c.partial_request_timeout = v;
         }
         if let Some(v) = self.region_size {
             c.region_size = memory("region-size", &v)?;
