@@ -29,14 +29,19 @@ use std::time::{Duration, Instant};
 use augur_fabric::any::{AnyConnection, AnyMr};
 use augur_fabric::{Access, Connection, Op, Region as FabricRegion, Transport};
 use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
 use tracing::Instrument;
 
 use crate::context::Fence;
 use crate::core::remote::WireFragment;
-use crate::core::wire::{ExportedRegion, MigrationReport, PeerReply, PeerRequest, RegionTail};
+use crate::core::wire::{
+    ExportedRegion, MigrationReport, PauseParts, PeerReply, PeerRequest, RegionTail,
+};
 use crate::core::CoreCtx;
 use crate::ownership::{Change, FragmentState};
 use crate::router::table::Owner;
+use crate::store::copy::CopyBuilder;
+use crate::store::layout::HEADER_LEN;
 use crate::store::region::Region;
 use crate::store::Fragment;
 
@@ -47,6 +52,11 @@ const BATCH: usize = 8;
 /// Catch-up stops when a round brings less than this, or after `MAX_ROUNDS`.
 const SMALL_DELTA: u64 = 256 << 10;
 const MAX_ROUNDS: u32 = 8;
+/// Log bytes the source checksums per catch-up round (about a millisecond of its
+/// core), so the copy is proven before the fence a step at a time.
+pub const CRC_STEP: u64 = 8 << 20;
+/// Rounds of proving before the fence checksums whatever is left.
+const MAX_VERIFY_ROUNDS: u32 = 4096;
 /// How long a whole migration may take before the target gives up.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -131,6 +141,7 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         catch_up_rounds: 0,
         pause_us: 0,
         total_us: 0,
+        pause: PauseParts::default(),
     };
     let span = tracing::info_span!("migration", fragment, from = f.owner, to = me);
     let outcome = glommio::timer::timeout(MIGRATION_TIMEOUT, async {
@@ -181,13 +192,17 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
     }
 }
 
-/// One region being copied: where it is on the source, where it lands here.
+/// One region being copied: where it is on the source, and the fragment being rebuilt
+/// here from its header and log.
 struct Pull {
     exported: ExportedRegion,
     desc: augur_fabric::RemoteRegion,
-    region: Region,
+    builder: CopyBuilder,
     mr: AnyMr,
+    /// Log bytes below this are here (and checked and indexed, see `CopyBuilder`).
     copied: u64,
+    /// Log bytes below this are proven equal to the source's by a checksum.
+    verified: u64,
 }
 
 async fn copy_and_hand_off(
@@ -229,7 +244,11 @@ async fn copy_and_hand_off(
             .ok_or("source sent a malformed region descriptor")?
             .region;
         let len = usize::try_from(e.region_len).map_err(|_| "region too large")?;
-        if e.region_len != desc.len || e.tail > e.region_len || e.log_start > e.tail {
+        if e.region_len != desc.len
+            || e.tail > e.region_len
+            || e.log_start > e.tail
+            || e.log_start < HEADER_LEN as u64
+        {
             return Err("source described an inconsistent region".into());
         }
         let region = Region::create(len, ctx.shared.config.hugepages)
@@ -239,31 +258,47 @@ async fn copy_and_hand_off(
         let mr = transport
             .register(&mapped, Access::LOCAL)
             .map_err(|e| e.to_string())?;
+        // The header first: it says how to read the rest. The index is not copied, it
+        // is rebuilt here from the log.
+        read_range(&conn, &desc, &mr, 0, HEADER_LEN as u64, |_| Ok(())).await?;
+        let builder = CopyBuilder::new(region, e.region.fragment_id, e.lo.clone(), e.hi.clone())
+            .map_err(|err| format!("the copy of {:?} is not valid: {err}", e.lo))?;
+        let h = builder.header();
+        if h.log_start as u64 != e.log_start || h.generation != e.region.generation {
+            return Err(format!(
+                "the header of {:?} does not match the source's description",
+                e.lo
+            ));
+        }
         pulls.push(Pull {
+            copied: e.log_start,
+            verified: e.log_start,
             exported: e,
             desc,
-            region,
+            builder,
             mr,
-            copied: 0,
         });
     }
     report.regions = pulls.len() as u32;
+    report.bytes += HEADER_LEN as u64 * pulls.len() as u64;
 
     // Copy while the source serves.
     let copy_started = Instant::now();
     for p in &mut pulls {
         let tail = p.exported.tail;
-        report.bytes += pull(&conn, p, 0, tail).await?;
-        p.copied = tail;
+        report.bytes += pull(&conn, p, tail).await?;
     }
     report.copy_us = copy_started.elapsed().as_micros() as u64;
     tracing::debug!(bytes = report.bytes, us = report.copy_us, "copy phase done");
 
-    // Catch up with what was appended meanwhile.
-    for _ in 0..MAX_ROUNDS {
+    // Catch up with what was appended meanwhile, and prove what was copied, a bounded
+    // step per round so the source's core never checksums much at once.
+    let mut rounds = 0u32;
+    loop {
         let tails = match ask(PeerRequest::Tails {
             lo: lo.clone(),
             hi: hi.cloned(),
+            verified_to: pulls.iter().map(|p| p.verified).collect(),
         })
         .await?
         {
@@ -271,13 +306,16 @@ async fn copy_and_hand_off(
             PeerReply::Tails(Err(e)) => return Err(format!("source: {e}")),
             other => return Err(format!("source answered {other:?} to Tails")),
         };
-        let delta = catch_up(&conn, &mut pulls, &tails).await?;
+        let delta = catch_up(&conn, &mut pulls, &tails, false).await?;
         report.bytes += delta;
-        report.catch_up_rounds += 1;
-        if delta < SMALL_DELTA {
+        rounds += 1;
+        let unverified: u64 = pulls.iter().map(|p| p.copied - p.verified).sum();
+        let caught_up = delta < SMALL_DELTA || rounds >= MAX_ROUNDS;
+        if (caught_up && unverified < SMALL_DELTA) || rounds >= MAX_VERIFY_ROUNDS {
             break;
         }
     }
+    report.catch_up_rounds = rounds;
 
     tracing::debug!(rounds = report.catch_up_rounds, "catch-up phase done");
     test_delay("AUGUR_TEST_DELAY_BEFORE_FENCE_MS").await;
@@ -287,6 +325,7 @@ async fn copy_and_hand_off(
         fragment,
         lo: lo.clone(),
         hi: hi.cloned(),
+        verified_to: pulls.iter().map(|p| p.verified).collect(),
     })
     .await?
     {
@@ -294,38 +333,34 @@ async fn copy_and_hand_off(
         PeerReply::Fenced(Err(e)) => return Err(format!("source cannot fence: {e}")),
         other => return Err(format!("source answered {other:?} to Fence")),
     };
+    let mut mark = Instant::now();
+    report.pause.fence_us = fenced_at.elapsed().as_micros() as u64;
     test_delay("AUGUR_TEST_DELAY_AFTER_FENCE_MS").await;
-    report.bytes += catch_up(&conn, &mut pulls, &finals).await?;
-    // The index changed in place since the copy: take all of it, and the header.
-    for p in &mut pulls {
-        let log_start = p.exported.log_start;
-        report.bytes += pull(&conn, p, 0, log_start).await?;
+    if let Some(fin) = finals.iter().find(|f| f.crc_to != f.tail) {
+        return Err(format!(
+            "the source's final checksum ends at {}, not at its tail {}",
+            fin.crc_to, fin.tail
+        ));
     }
+    let flip = std::env::var_os("AUGUR_TEST_FLIP_FINAL_DELTA").is_some();
+    report.bytes += catch_up(&conn, &mut pulls, &finals, flip).await?;
+    report.pause.final_pull_us = lap(&mut mark);
     let mut fragments = Vec::with_capacity(pulls.len());
     for (p, fin) in pulls.into_iter().zip(&finals) {
         let Pull {
             exported,
-            region,
+            builder,
             mr,
             ..
         } = p;
         drop(mr);
-        let copy = Fragment::from_copy(
-            region,
-            exported.region.fragment_id,
-            exported.lo.clone(),
-            exported.hi.clone(),
-        )
-        .map_err(|e| format!("the copy of {:?} is not valid: {e}", exported.lo))?;
-        let (tail, crc) = copy.content_crc();
-        if tail as u64 != fin.tail || crc != fin.crc {
-            return Err(format!(
-                "the copy of {:?} differs from the source (tail {tail} vs {}, crc {crc:08x} vs {:08x})",
-                exported.lo, fin.tail, fin.crc
-            ));
-        }
+        let tail = usize::try_from(fin.tail).map_err(|_| "tail too large")?;
+        let copy = builder
+            .finish(tail)
+            .map_err(|e| format!("the copy of {:?} is not valid: {e}", exported.lo))?;
         fragments.push(copy);
     }
+    report.pause.verify_us = lap(&mut mark);
     tracing::debug!("handoff: copy verified, committing");
     let core = ctx.core;
     match propose(
@@ -351,6 +386,7 @@ async fn copy_and_hand_off(
             }
         }
     }
+    report.pause.commit_us = lap(&mut mark);
     // Install only once this node's copy of the table shows the commit, and stamp the
     // route with that version, so no route update from an older table can undo it.
     let ownership = ctx.shared.ownership.get().ok_or("no ownership table")?;
@@ -379,8 +415,17 @@ async fn copy_and_hand_off(
         r.set_owner(lo, hi, Owner::Core(core));
         r.cluster_version = r.cluster_version.max(version);
     });
+    report.pause.install_us = lap(&mut mark);
     report.pause_us = fenced_at.elapsed().as_micros() as u64;
     Ok(())
+}
+
+/// Microseconds since `mark`, and move `mark` to now.
+fn lap(mark: &mut Instant) -> u64 {
+    let now = Instant::now();
+    let us = now.duration_since(*mark).as_micros() as u64;
+    *mark = now;
+    us
 }
 
 /// Fault-injection tests widen a phase to kill a node inside it: the variable holds
@@ -392,34 +437,72 @@ async fn test_delay(var: &str) {
     }
 }
 
-/// READ `[from, to)` of a region into the same offsets here; returns the bytes moved.
-async fn pull(conn: &AnyConnection, p: &Pull, from: u64, to: u64) -> Result<u64, String> {
-    let mut at = from;
-    while at < to {
-        let mut ops = Vec::with_capacity(BATCH);
-        while at < to && ops.len() < BATCH {
-            let len = CHUNK.min(to - at);
-            ops.push(Op {
-                remote: p.desc,
-                remote_offset: at,
+/// READ `[from, to)` of a region into the same offsets here, `CHUNK` bytes per READ and
+/// `BATCH` of them in flight all the time (a new one starts as the oldest lands, rather
+/// than a batch waiting for its slowest READ). `landed(end)` runs, in order, as each
+/// `[from, end)` is complete.
+async fn read_range(
+    conn: &AnyConnection,
+    desc: &augur_fabric::RemoteRegion,
+    mr: &AnyMr,
+    from: u64,
+    to: u64,
+    mut landed: impl FnMut(u64) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut next = from;
+    loop {
+        while next < to && in_flight.len() < BATCH {
+            let len = CHUNK.min(to - next);
+            let op = Op {
+                remote: *desc,
+                remote_offset: next,
                 len,
-                local: &p.mr,
-                local_offset: at,
-            });
-            at += len;
+                local: mr,
+                local_offset: next,
+            };
+            let end = next + len;
+            in_flight.push_back(async move { conn.read_batch(&[op]).await.map(|()| end) });
+            next = end;
         }
-        conn.read_batch(&ops)
-            .await
-            .map_err(|e| format!("reading the source region: {e}"))?;
+        match in_flight.next().await {
+            Some(Ok(end)) => landed(end)?,
+            Some(Err(e)) => return Err(format!("reading the source region: {e}")),
+            None => return Ok(()),
+        }
     }
+}
+
+/// Pull a region's log from what was copied up to `to`, checking and indexing each
+/// piece as it lands (while the next READs are in flight); returns the bytes moved.
+async fn pull(conn: &AnyConnection, p: &mut Pull, to: u64) -> Result<u64, String> {
+    let from = p.copied;
+    let Pull {
+        desc, mr, builder, ..
+    } = p;
+    let lo = &p.exported.lo;
+    read_range(conn, desc, mr, from, to, |end| {
+        let end = usize::try_from(end).map_err(|_| "offset too large")?;
+        builder
+            .extend(end)
+            .map(|_| ())
+            .map_err(|e| format!("the copy of {lo:?} is not valid: {e}"))
+    })
+    .await?;
+    p.copied = to.max(from);
     Ok(to.saturating_sub(from))
 }
 
-/// Pull each region's log from what was copied up to its new tail.
+/// Pull each region's log from what was copied up to its new tail, and check the
+/// source's checksum of `[verified, crc_to)` against the copy's. `flip_for_test`
+/// (fault injection, `AUGUR_TEST_FLIP_FINAL_DELTA`) changes the first byte of a
+/// non-empty checksummed range after it was scanned, as a peer lying about bytes its
+/// records' own crcs cannot catch would: the checksum must.
 async fn catch_up(
     conn: &AnyConnection,
     pulls: &mut [Pull],
     tails: &[RegionTail],
+    flip_for_test: bool,
 ) -> Result<u64, String> {
     let mut moved = 0;
     for (p, t) in pulls.iter_mut().zip(tails) {
@@ -431,8 +514,29 @@ async fn catch_up(
         if t.tail < p.copied || t.tail > p.exported.region_len {
             return Err("a source region's log went backwards or past its end".into());
         }
-        moved += pull(conn, p, p.copied, t.tail).await?;
-        p.copied = t.tail;
+        if t.crc_to < p.verified || t.crc_to > t.tail {
+            return Err("the source's checksum covers a range it was not asked for".into());
+        }
+        moved += pull(conn, p, t.tail).await?;
+        let (from, to) = (p.verified as usize, t.crc_to as usize);
+        if flip_for_test && from < to {
+            tracing::warn!(
+                at = from,
+                "AUGUR_TEST_FLIP_FINAL_DELTA: changing a copied byte"
+            );
+            p.builder.region_mut().bytes_mut()[from] ^= 0x01;
+        }
+        let mine = p.builder.delta_crc(from, to);
+        if mine != Some(t.crc) {
+            return Err(format!(
+                "the copy of {:?} differs from the source in [{from}, {to}) \
+                 (crc {:08x} here, {:08x} there)",
+                p.exported.lo,
+                mine.unwrap_or(0),
+                t.crc
+            ));
+        }
+        p.verified = t.crc_to;
     }
     Ok(moved)
 }
@@ -469,28 +573,62 @@ fn describe_regions(
         .collect()
 }
 
-fn tails(ctx: &CoreCtx, lo: &Bytes, hi: Option<&Bytes>) -> Result<Vec<RegionTail>, String> {
+/// Each region's tail and the checksum of its log from `verified_to` up to the tail,
+/// or only `step` bytes of it.
+fn tails_and_crcs(
+    parts: &[&Fragment],
+    verified_to: &[u64],
+    step: u64,
+) -> Result<Vec<RegionTail>, String> {
+    if parts.len() != verified_to.len() {
+        return Err(format!(
+            "asked about {} regions, the fragment has {}",
+            verified_to.len(),
+            parts.len()
+        ));
+    }
+    parts
+        .iter()
+        .zip(verified_to)
+        .map(|(f, &from)| {
+            let tail = f.log_tail() as u64;
+            let crc_to = tail.min(from.saturating_add(step));
+            let crc = usize::try_from(from)
+                .ok()
+                .zip(usize::try_from(crc_to).ok())
+                .and_then(|(from, to)| f.log_delta_crc(from, to))
+                .ok_or_else(|| format!("no log range [{from}, {crc_to}) to checksum"))?;
+            Ok(RegionTail {
+                generation: f.generation(),
+                tail,
+                crc,
+                crc_to,
+            })
+        })
+        .collect()
+}
+
+fn tails(
+    ctx: &CoreCtx,
+    lo: &Bytes,
+    hi: Option<&Bytes>,
+    verified_to: &[u64],
+) -> Result<Vec<RegionTail>, String> {
     let shard = ctx.shard.borrow();
     let parts = shard
         .fragments_tiling(lo, hi.map(|h| &h[..]))
         .ok_or("the fragment's data is not all on this core")?;
-    Ok(parts
-        .into_iter()
-        .map(|f| RegionTail {
-            generation: f.generation(),
-            tail: f.log_tail() as u64,
-            crc: 0,
-        })
-        .collect())
+    tails_and_crcs(&parts, verified_to, CRC_STEP)
 }
 
-/// Fence, retire and checksum, with nothing in between: this core is the only
-/// writer of these fragments and nothing here awaits.
+/// Fence, retire and checksum what the target has not proven yet, with nothing in
+/// between: this core is the only writer of these fragments and nothing here awaits.
 fn fence(
     ctx: &CoreCtx,
     fragment: u64,
     lo: &Bytes,
     hi: Option<&Bytes>,
+    verified_to: &[u64],
 ) -> Result<Vec<RegionTail>, String> {
     ctx.shared.fence(Fence {
         fragment,
@@ -499,23 +637,21 @@ fn fence(
         since: Instant::now(),
     });
     let shard = ctx.shard.borrow();
-    let Some(parts) = shard.fragments_tiling(lo, hi.map(|h| &h[..])) else {
-        drop(shard);
-        ctx.shared.unfence(fragment);
-        return Err("the fragment's data is not all on this core".into());
-    };
-    Ok(parts
-        .into_iter()
-        .map(|f| {
-            f.retire();
-            let (tail, crc) = f.content_crc();
-            RegionTail {
-                generation: f.generation(),
-                tail: tail as u64,
-                crc,
+    let finals = match shard.fragments_tiling(lo, hi.map(|h| &h[..])) {
+        Some(parts) => {
+            for f in &parts {
+                f.retire();
             }
-        })
-        .collect())
+            tails_and_crcs(&parts, verified_to, u64::MAX)
+        }
+        None => Err("the fragment's data is not all on this core".into()),
+    };
+    drop(shard);
+    if finals.is_err() {
+        // Serve again: the target aborts on this answer.
+        ctx.abandon_fence(fragment);
+    }
+    finals
 }
 
 /// Answer a migration request from a peer (source side, or the target's trigger).
@@ -525,10 +661,17 @@ pub async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
         PeerRequest::Export { lo, hi, .. } => {
             PeerReply::Exported(describe_regions(ctx, &lo, hi.as_ref()))
         }
-        PeerRequest::Tails { lo, hi } => PeerReply::Tails(tails(ctx, &lo, hi.as_ref())),
-        PeerRequest::Fence { fragment, lo, hi } => {
-            PeerReply::Fenced(fence(ctx, fragment, &lo, hi.as_ref()))
-        }
+        PeerRequest::Tails {
+            lo,
+            hi,
+            verified_to,
+        } => PeerReply::Tails(tails(ctx, &lo, hi.as_ref(), &verified_to)),
+        PeerRequest::Fence {
+            fragment,
+            lo,
+            hi,
+            verified_to,
+        } => PeerReply::Fenced(fence(ctx, fragment, &lo, hi.as_ref(), &verified_to)),
         PeerRequest::Unfence { fragment } => {
             ctx.abandon_fence(fragment);
             PeerReply::Ack
