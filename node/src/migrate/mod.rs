@@ -57,6 +57,8 @@ const MAX_ROUNDS: u32 = 8;
 pub const CRC_STEP: u64 = 8 << 20;
 /// Rounds of proving before the fence checksums whatever is left.
 const MAX_VERIFY_ROUNDS: u32 = 4096;
+/// How long after the handoff the copy's fabric registrations are released.
+const RELEASE_AFTER: Duration = Duration::from_millis(20);
 /// How long a whole migration may take before the target gives up.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -346,6 +348,9 @@ async fn copy_and_hand_off(
     report.bytes += catch_up(&conn, &mut pulls, &finals, flip).await?;
     report.pause.final_pull_us = lap(&mut mark);
     let mut fragments = Vec::with_capacity(pulls.len());
+    // Unregistering unmaps the fabric's second mapping of each region, milliseconds for
+    // a big one: done after the handoff, off the pause.
+    let mut registrations = Vec::with_capacity(pulls.len());
     for (p, fin) in pulls.into_iter().zip(&finals) {
         let Pull {
             exported,
@@ -353,7 +358,7 @@ async fn copy_and_hand_off(
             mr,
             ..
         } = p;
-        drop(mr);
+        registrations.push(mr);
         let tail = usize::try_from(fin.tail).map_err(|_| "tail too large")?;
         let copy = builder
             .finish(tail)
@@ -417,6 +422,12 @@ async fn copy_and_hand_off(
     });
     report.pause.install_us = lap(&mut mark);
     report.pause_us = fenced_at.elapsed().as_micros() as u64;
+    // Let the requests that waited on the fence run first.
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(RELEASE_AFTER).await;
+        drop(registrations);
+    })
+    .detach();
     Ok(())
 }
 
