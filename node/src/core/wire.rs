@@ -67,12 +67,12 @@ pub enum PeerRequest {
         hi: Option<Bytes>,
     },
     /// Migration: the current log tails of those regions, and the checksum of each
-    /// log from `verified_to` (one entry per region: how far the target has proven its
-    /// copy) on, at most `migrate::CRC_STEP` bytes of it.
+    /// log over `verify`'s `[from, to)` (one per region: the part the target has and
+    /// has not proven yet), cut at the tail and after `migrate::CRC_STEP` bytes.
     Tails {
         lo: Bytes,
         hi: Option<Bytes>,
-        verified_to: Vec<u64>,
+        verify: Vec<(u64, u64)>,
     },
     /// Migration: stop serving `[lo, hi)` (requests wait), retire its regions, and
     /// say their final tails and the checksums of their logs from `verified_to` to
@@ -169,8 +169,8 @@ pub struct ExportedRegion {
 
 /// A region's state at some moment of a migration: its log tail, the generation of
 /// the region (a compaction or split replaces it), and `crc`, the
-/// `store::copy::delta_crc` of its log from the `verified_to` the target sent up to
-/// `crc_to` (the tail, once fenced).
+/// `store::copy::delta_crc` of its log from where the target asked up to `crc_to`
+/// (the tail, once fenced).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegionTail {
     pub generation: u64,

@@ -24,6 +24,7 @@
 //! still owns the fragment and lost nothing. A source whose fence is not followed by a
 //! commit within `FENCE_TIMEOUT` unfences by itself.
 
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use augur_fabric::any::{AnyConnection, AnyMr};
@@ -52,9 +53,9 @@ const BATCH: usize = 8;
 /// Catch-up stops when a round brings less than this, or after `MAX_ROUNDS`.
 const SMALL_DELTA: u64 = 256 << 10;
 const MAX_ROUNDS: u32 = 8;
-/// Log bytes the source checksums per catch-up round (about a millisecond of its
-/// core), so the copy is proven before the fence a step at a time.
-pub const CRC_STEP: u64 = 8 << 20;
+/// Log bytes the source checksums per `Tails` (a millisecond or two of its core), so
+/// the copy is proven before the fence a step at a time, mostly while it is in flight.
+pub const CRC_STEP: u64 = 16 << 20;
 /// Rounds of proving before the fence checksums whatever is left.
 const MAX_VERIFY_ROUNDS: u32 = 4096;
 /// How long after the handoff the copy's fabric registrations are released.
@@ -196,15 +197,17 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
 
 /// One region being copied: where it is on the source, and the fragment being rebuilt
 /// here from its header and log.
+/// Cells, because the copy phase READs a region and proves the landed part of it at
+/// the same time (two futures of one task, never borrowing across an await).
 struct Pull {
     exported: ExportedRegion,
     desc: augur_fabric::RemoteRegion,
-    builder: CopyBuilder,
+    builder: RefCell<CopyBuilder>,
     mr: AnyMr,
     /// Log bytes below this are here (and checked and indexed, see `CopyBuilder`).
-    copied: u64,
+    copied: Cell<u64>,
     /// Log bytes below this are proven equal to the source's by a checksum.
-    verified: u64,
+    verified: Cell<u64>,
 }
 
 async fn copy_and_hand_off(
@@ -273,22 +276,56 @@ async fn copy_and_hand_off(
             ));
         }
         pulls.push(Pull {
-            copied: e.log_start,
-            verified: e.log_start,
+            copied: Cell::new(e.log_start),
+            verified: Cell::new(e.log_start),
             exported: e,
             desc,
-            builder,
+            builder: RefCell::new(builder),
             mr,
         });
     }
     report.regions = pulls.len() as u32;
     report.bytes += HEADER_LEN as u64 * pulls.len() as u64;
 
-    // Copy while the source serves.
+    let ask_tails = |pulls: &[Pull]| {
+        let verify = pulls
+            .iter()
+            .map(|p| (p.verified.get(), p.copied.get()))
+            .collect();
+        let req = PeerRequest::Tails {
+            lo: lo.clone(),
+            hi: hi.cloned(),
+            verify,
+        };
+        let regions = pulls.len();
+        async move {
+            match ask(req).await? {
+                PeerReply::Tails(Ok(t)) if t.len() == regions => Ok(t),
+                PeerReply::Tails(Err(e)) => Err(format!("source: {e}")),
+                other => Err(format!("source answered {other:?} to Tails")),
+            }
+        }
+    };
+
+    // Copy while the source serves, and prove what has landed, a step at a time, while
+    // the rest is in flight.
     let copy_started = Instant::now();
-    for p in &mut pulls {
-        let tail = p.exported.tail;
-        report.bytes += pull(&conn, p, tail).await?;
+    for p in &pulls {
+        let (landed, mut landings) = futures::channel::mpsc::unbounded::<()>();
+        let copy = pull(&conn, p, p.exported.tail, Some(landed));
+        let prove = async {
+            while landings.next().await.is_some() {
+                while p.copied.get() - p.verified.get() >= CRC_STEP {
+                    let tails = ask_tails(&pulls).await?;
+                    for (q, t) in pulls.iter().zip(&tails) {
+                        prove_copied(q, t, false)?;
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let (moved, ()) = futures::future::try_join(copy, prove).await?;
+        report.bytes += moved;
     }
     report.copy_us = copy_started.elapsed().as_micros() as u64;
     tracing::debug!(bytes = report.bytes, us = report.copy_us, "copy phase done");
@@ -297,21 +334,14 @@ async fn copy_and_hand_off(
     // step per round so the source's core never checksums much at once.
     let mut rounds = 0u32;
     loop {
-        let tails = match ask(PeerRequest::Tails {
-            lo: lo.clone(),
-            hi: hi.cloned(),
-            verified_to: pulls.iter().map(|p| p.verified).collect(),
-        })
-        .await?
-        {
-            PeerReply::Tails(Ok(t)) if t.len() == pulls.len() => t,
-            PeerReply::Tails(Err(e)) => return Err(format!("source: {e}")),
-            other => return Err(format!("source answered {other:?} to Tails")),
-        };
-        let delta = catch_up(&conn, &mut pulls, &tails, false).await?;
+        let tails = ask_tails(&pulls).await?;
+        let delta = catch_up(&conn, &pulls, &tails, false).await?;
         report.bytes += delta;
         rounds += 1;
-        let unverified: u64 = pulls.iter().map(|p| p.copied - p.verified).sum();
+        let unverified: u64 = pulls
+            .iter()
+            .map(|p| p.copied.get() - p.verified.get())
+            .sum();
         let caught_up = delta < SMALL_DELTA || rounds >= MAX_ROUNDS;
         if (caught_up && unverified < SMALL_DELTA) || rounds >= MAX_VERIFY_ROUNDS {
             break;
@@ -327,7 +357,7 @@ async fn copy_and_hand_off(
         fragment,
         lo: lo.clone(),
         hi: hi.cloned(),
-        verified_to: pulls.iter().map(|p| p.verified).collect(),
+        verified_to: pulls.iter().map(|p| p.verified.get()).collect(),
     })
     .await?
     {
@@ -345,7 +375,7 @@ async fn copy_and_hand_off(
         ));
     }
     let flip = std::env::var_os("AUGUR_TEST_FLIP_FINAL_DELTA").is_some();
-    report.bytes += catch_up(&conn, &mut pulls, &finals, flip).await?;
+    report.bytes += catch_up(&conn, &pulls, &finals, flip).await?;
     report.pause.final_pull_us = lap(&mut mark);
     let mut fragments = Vec::with_capacity(pulls.len());
     // Unregistering unmaps the fabric's second mapping of each region, milliseconds for
@@ -361,6 +391,7 @@ async fn copy_and_hand_off(
         registrations.push(mr);
         let tail = usize::try_from(fin.tail).map_err(|_| "tail too large")?;
         let copy = builder
+            .into_inner()
             .finish(tail)
             .map_err(|e| format!("the copy of {:?} is not valid: {e}", exported.lo))?;
         fragments.push(copy);
@@ -485,69 +516,88 @@ async fn read_range(
 }
 
 /// Pull a region's log from what was copied up to `to`, checking and indexing each
-/// piece as it lands (while the next READs are in flight); returns the bytes moved.
-async fn pull(conn: &AnyConnection, p: &mut Pull, to: u64) -> Result<u64, String> {
-    let from = p.copied;
-    let Pull {
-        desc, mr, builder, ..
-    } = p;
+/// piece as it lands (while the next READs are in flight), and saying so on `landed`;
+/// returns the bytes moved.
+async fn pull(
+    conn: &AnyConnection,
+    p: &Pull,
+    to: u64,
+    landed: Option<futures::channel::mpsc::UnboundedSender<()>>,
+) -> Result<u64, String> {
+    let from = p.copied.get();
     let lo = &p.exported.lo;
-    read_range(conn, desc, mr, from, to, |end| {
-        let end = usize::try_from(end).map_err(|_| "offset too large")?;
-        builder
-            .extend(end)
-            .map(|_| ())
-            .map_err(|e| format!("the copy of {lo:?} is not valid: {e}"))
+    read_range(conn, &p.desc, &p.mr, from, to, |end| {
+        let at = usize::try_from(end).map_err(|_| "offset too large")?;
+        p.builder
+            .borrow_mut()
+            .extend(at)
+            .map_err(|e| format!("the copy of {lo:?} is not valid: {e}"))?;
+        p.copied.set(end);
+        if let Some(landed) = &landed {
+            // The prover may have stopped (it failed, and so does this copy).
+            let _ = landed.unbounded_send(());
+        }
+        Ok(())
     })
     .await?;
-    p.copied = to.max(from);
     Ok(to.saturating_sub(from))
 }
 
-/// Pull each region's log from what was copied up to its new tail, and check the
-/// source's checksum of `[verified, crc_to)` against the copy's. `flip_for_test`
-/// (fault injection, `AUGUR_TEST_FLIP_FINAL_DELTA`) changes the first byte of a
-/// non-empty checksummed range after it was scanned, as a peer lying about bytes its
-/// records' own crcs cannot catch would: the checksum must.
+/// Check the source's checksum of `[verified, crc_to)` of a region against the copy's,
+/// and move `verified` on. `flip_for_test` (fault injection,
+/// `AUGUR_TEST_FLIP_FINAL_DELTA`) first changes the range's first byte, after its
+/// records were checked, as a peer lying about bytes whose records' own crcs still
+/// hold would: the checksum must catch it.
+fn prove_copied(p: &Pull, t: &RegionTail, flip_for_test: bool) -> Result<(), String> {
+    if t.generation != p.exported.region.generation {
+        return Err("a source region was replaced (compaction or split) during the copy".into());
+    }
+    let (from, to) = (p.verified.get(), t.crc_to);
+    if to < from || to > p.copied.get() {
+        return Err("the source's checksum covers a range it was not asked for".into());
+    }
+    let (from, to) = (from as usize, to as usize);
+    if flip_for_test && from < to {
+        tracing::warn!(
+            at = from,
+            "AUGUR_TEST_FLIP_FINAL_DELTA: changing a copied byte"
+        );
+        p.builder.borrow_mut().region_mut().bytes_mut()[from] ^= 0x01;
+    }
+    let mine = p.builder.borrow().delta_crc(from, to);
+    if mine != Some(t.crc) {
+        return Err(format!(
+            "the copy of {:?} differs from the source in [{from}, {to}) \
+             (crc {:08x} here, {:08x} there)",
+            p.exported.lo,
+            mine.unwrap_or(0),
+            t.crc
+        ));
+    }
+    p.verified.set(t.crc_to);
+    Ok(())
+}
+
+/// Pull each region's log from what was copied up to its new tail, then check the
+/// source's checksum of the range it covered.
 async fn catch_up(
     conn: &AnyConnection,
-    pulls: &mut [Pull],
+    pulls: &[Pull],
     tails: &[RegionTail],
     flip_for_test: bool,
 ) -> Result<u64, String> {
     let mut moved = 0;
-    for (p, t) in pulls.iter_mut().zip(tails) {
+    for (p, t) in pulls.iter().zip(tails) {
         if t.generation != p.exported.region.generation {
             return Err(
                 "a source region was replaced (compaction or split) during the copy".into(),
             );
         }
-        if t.tail < p.copied || t.tail > p.exported.region_len {
+        if t.tail < p.copied.get() || t.tail > p.exported.region_len {
             return Err("a source region's log went backwards or past its end".into());
         }
-        if t.crc_to < p.verified || t.crc_to > t.tail {
-            return Err("the source's checksum covers a range it was not asked for".into());
-        }
-        moved += pull(conn, p, t.tail).await?;
-        let (from, to) = (p.verified as usize, t.crc_to as usize);
-        if flip_for_test && from < to {
-            tracing::warn!(
-                at = from,
-                "AUGUR_TEST_FLIP_FINAL_DELTA: changing a copied byte"
-            );
-            p.builder.region_mut().bytes_mut()[from] ^= 0x01;
-        }
-        let mine = p.builder.delta_crc(from, to);
-        if mine != Some(t.crc) {
-            return Err(format!(
-                "the copy of {:?} differs from the source in [{from}, {to}) \
-                 (crc {:08x} here, {:08x} there)",
-                p.exported.lo,
-                mine.unwrap_or(0),
-                t.crc
-            ));
-        }
-        p.verified = t.crc_to;
+        moved += pull(conn, p, t.tail, None).await?;
+        prove_copied(p, t, flip_for_test)?;
     }
     Ok(moved)
 }
@@ -584,26 +634,26 @@ fn describe_regions(
         .collect()
 }
 
-/// Each region's tail and the checksum of its log from `verified_to` up to the tail,
-/// or only `step` bytes of it.
+/// Each region's tail and the checksum of its log over `[from, to)`, cut at the tail
+/// and after `step` bytes.
 fn tails_and_crcs(
     parts: &[&Fragment],
-    verified_to: &[u64],
+    ranges: &[(u64, u64)],
     step: u64,
 ) -> Result<Vec<RegionTail>, String> {
-    if parts.len() != verified_to.len() {
+    if parts.len() != ranges.len() {
         return Err(format!(
             "asked about {} regions, the fragment has {}",
-            verified_to.len(),
+            ranges.len(),
             parts.len()
         ));
     }
     parts
         .iter()
-        .zip(verified_to)
-        .map(|(f, &from)| {
+        .zip(ranges)
+        .map(|(f, &(from, to))| {
             let tail = f.log_tail() as u64;
-            let crc_to = tail.min(from.saturating_add(step));
+            let crc_to = tail.min(to).min(from.saturating_add(step));
             let crc = usize::try_from(from)
                 .ok()
                 .zip(usize::try_from(crc_to).ok())
@@ -623,13 +673,13 @@ fn tails(
     ctx: &CoreCtx,
     lo: &Bytes,
     hi: Option<&Bytes>,
-    verified_to: &[u64],
+    verify: &[(u64, u64)],
 ) -> Result<Vec<RegionTail>, String> {
     let shard = ctx.shard.borrow();
     let parts = shard
         .fragments_tiling(lo, hi.map(|h| &h[..]))
         .ok_or("the fragment's data is not all on this core")?;
-    tails_and_crcs(&parts, verified_to, CRC_STEP)
+    tails_and_crcs(&parts, verify, CRC_STEP)
 }
 
 /// Fence, retire and checksum what the target has not proven yet, with nothing in
@@ -653,7 +703,8 @@ fn fence(
             for f in &parts {
                 f.retire();
             }
-            tails_and_crcs(&parts, verified_to, u64::MAX)
+            let to_tails: Vec<(u64, u64)> = verified_to.iter().map(|&v| (v, u64::MAX)).collect();
+            tails_and_crcs(&parts, &to_tails, u64::MAX)
         }
         None => Err("the fragment's data is not all on this core".into()),
     };
@@ -672,11 +723,9 @@ pub async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
         PeerRequest::Export { lo, hi, .. } => {
             PeerReply::Exported(describe_regions(ctx, &lo, hi.as_ref()))
         }
-        PeerRequest::Tails {
-            lo,
-            hi,
-            verified_to,
-        } => PeerReply::Tails(tails(ctx, &lo, hi.as_ref(), &verified_to)),
+        PeerRequest::Tails { lo, hi, verify } => {
+            PeerReply::Tails(tails(ctx, &lo, hi.as_ref(), &verify))
+        }
         PeerRequest::Fence {
             fragment,
             lo,
