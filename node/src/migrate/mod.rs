@@ -6,16 +6,20 @@
 //! 1. **plan** — commit `Migrating { to: target }` in the ownership table;
 //! 2. **copy** — `Export`: the source core registers the regions of the fragment and
 //!    says their lengths and log tails; the target allocates regions of the same
-//!    length and READs `[0, tail)` of each in large chunks while the source keeps
-//!    serving;
-//! 3. **catch-up** — `Tails`, then READ what was appended, until the delta is small;
+//!    length, READs each header, then the log `[log_start, tail)` in large chunks while
+//!    the source keeps serving. The index is not copied: `CopyBuilder` checks each
+//!    record as it lands and indexes it exactly as the source's writes did. While the
+//!    READs are in flight, `Tails` requests prove what has landed, `CRC_STEP` bytes at a
+//!    time (`store::copy::delta_crc`: header words and a log range);
+//! 3. **catch-up** — `Tails`, then READ what was appended and prove it, until the delta
+//!    is small;
 //! 4. **handoff** — `Fence`: the source stops serving the range (requests wait and are
 //!    retried by their routers), retires its regions (one-sided readers bounce), and
-//!    gives the final tails and content checksums; the target re-reads the header and
-//!    the whole index, pulls the last log bytes, rebuilds each fragment from the copy
-//!    (`Fragment::from_copy`, validated), compares checksums, commits `SetOwner` and
-//!    installs the fragments; requests waiting on either side now route to it. The
-//!    write pause is fence → install;
+//!    gives the final tails and the checksums of the logs from where the target's proof
+//!    stands; the target pulls and indexes the last log bytes, compares, finishes the
+//!    fragments, commits `SetOwner` and installs them; requests waiting on either side
+//!    now route to it. The write pause is fence → install, and its work is proportional
+//!    to the last delta (decision 0011);
 //! 5. **reclaim** — the source drops its copies once the table names the target
 //!    (`core::CoreCtx::tidy_fences`); peers' registrations stay readable for a grace
 //!    period.

@@ -7,6 +7,10 @@
 //! same offsets, same index, same records. The bytes came from a peer, so every field
 //! is checked before it is trusted, in one pass over the log and one over the index.
 //!
+//! Live migration uses [`CopyBuilder`] instead: it never copies the index but rebuilds
+//! it from the log as pieces arrive, and [`delta_crc`] proves log ranges equal, so the
+//! work after the fence is proportional to the last delta (decision 0011).
+//!
 //! `Fragment::content_crc` lets both sides prove the copy exact: the source (fenced,
 //! usually retired) and the copy give the same crc exactly when their headers (minus the
 //! per-copy words, see `content_crc`), indexes and logs up to the tail are equal.
@@ -389,8 +393,9 @@ impl Fragment {
         layout::log_start(self.bucket_mask + 1)
     }
 
-    /// The index bytes, `[HEADER_LEN, log_start)`: a copier re-reads all of them after
-    /// the source is fenced, since any slot may have changed.
+    /// The index bytes, `[HEADER_LEN, log_start)`: slots change in place, so a byte
+    /// copier must re-read all of them after the source is fenced (`CopyBuilder`
+    /// rebuilds them from the log instead).
     pub fn index_range(&self) -> Range<usize> {
         layout::HEADER_LEN..self.log_start()
     }
