@@ -95,12 +95,17 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         .get()
         .ok_or("this node has no ownership table")?;
     let me = ctx.shared.cluster().my_id;
-    // This node's copy of the table may lag a migration that just finished elsewhere.
+    // This node's copy of the table may lag a migration that just finished elsewhere;
+    // and a fragment that left this node moments ago may not be reclaimed here yet (its
+    // fence and retired copy go on the maintenance tick): with millisecond handoffs a
+    // fragment can come back within that tick, so wait for it first.
     let settle = Instant::now() + Duration::from_secs(2);
     let mut table = ownership.table();
-    while table
+    let still_leaving = || ctx.shared.fences().iter().any(|f| f.fragment == fragment);
+    while (table
         .fragment(fragment)
         .is_some_and(|f| f.state != FragmentState::Stable)
+        || still_leaving())
         && Instant::now() < settle
     {
         glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -442,7 +447,8 @@ async fn copy_and_hand_off(
         if Instant::now() > deadline {
             return Err("the commit did not reach this node's table".into());
         }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        // Inside the pause, and the table offers no notification: poll finely.
+        glommio::timer::sleep(Duration::from_micros(100)).await;
     };
     // A fragment coming back to a node it left may still find its old, retired copy
     // and fence here (reclaim runs on the maintenance tick): the new copy replaces both.
