@@ -157,7 +157,13 @@ pub struct MigrationReply {
     pub copy_ms: f64,
     pub catch_up_rounds: u64,
     pub pause_us: u64,
+    /// Where the pause went, when the node says: fence RPC, final pull, verify,
+    /// commit, install (us).
+    pub pause_parts: Option<[u64; 5]>,
 }
+
+/// Names of `MigrationReply::pause_parts`, in order.
+pub const PAUSE_PARTS: [&str; 5] = ["fence RPC", "final pull", "verify", "commit", "install"];
 
 impl MigrationReply {
     /// End to end: every byte pulled over the whole migration time (plan, copy,
@@ -182,7 +188,8 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 }
 
 /// Parses `fragment 20 moved from node 1 to node 2: 1 regions, 2617184 bytes in 188.9 ms
-/// (copy 17.4 ms, 1 catch-up rounds), write pause 139932 us`.
+/// (copy 17.4 ms, 1 catch-up rounds), write pause 139932 us`, optionally followed by
+/// `(fence 310 us, final pull 52 us, verify 40 us, commit 2210 us, install 95 us)`.
 pub fn parse_migration_reply(reply: &str) -> Option<MigrationReply> {
     let spaced: String = reply
         .chars()
@@ -196,7 +203,21 @@ pub fn parse_migration_reply(reply: &str) -> Option<MigrationReply> {
         .collect();
     let w: Vec<&str> = spaced.split_whitespace().collect();
     match w.as_slice() {
-        ["fragment", fragment, "moved", "from", "node", from, "to", "node", to, regions, "regions", bytes, "bytes", "in", total, "ms", "copy", copy, "ms", rounds, "catch-up", "rounds", "write", "pause", pause, "us"] => {
+        ["fragment", fragment, "moved", "from", "node", from, "to", "node", to, regions, "regions", bytes, "bytes", "in", total, "ms", "copy", copy, "ms", rounds, "catch-up", "rounds", "write", "pause", pause, "us", rest @ ..] =>
+        {
+            let pause_parts = match rest {
+                [] => None,
+                ["fence", f, "us", "final", "pull", p, "us", "verify", v, "us", "commit", c, "us", "install", i, "us"] => {
+                    Some([
+                        f.parse().ok()?,
+                        p.parse().ok()?,
+                        v.parse().ok()?,
+                        c.parse().ok()?,
+                        i.parse().ok()?,
+                    ])
+                }
+                _ => return None,
+            };
             Some(MigrationReply {
                 fragment: fragment.parse().ok()?,
                 from: from.parse().ok()?,
@@ -207,6 +228,7 @@ pub fn parse_migration_reply(reply: &str) -> Option<MigrationReply> {
                 copy_ms: copy.parse().ok()?,
                 catch_up_rounds: rounds.parse().ok()?,
                 pause_us: pause.parse().ok()?,
+                pause_parts,
             })
         }
         _ => None,
@@ -1193,6 +1215,15 @@ fn print_report(
     line("throughput / raw", &ratios, "x", 2);
     let pauses: Vec<f64> = ok.iter().map(|m| m.pause_us as f64).collect();
     line("write pause", &pauses, "us", 0);
+    for (i, name) in PAUSE_PARTS.iter().enumerate() {
+        let parts: Vec<f64> = ok
+            .iter()
+            .filter_map(|m| m.pause_parts.map(|p| p[i] as f64))
+            .collect();
+        if !parts.is_empty() {
+            line(&format!("  pause: {name}"), &parts, "us", 0);
+        }
+    }
     line(
         "migration time",
         &ok.iter().map(|m| m.total_ms).collect::<Vec<_>>(),
@@ -1302,7 +1333,22 @@ mod tests {
                 copy_ms: 17.4,
                 catch_up_rounds: 1,
                 pause_us: 139_932,
+                pause_parts: None,
             }
+        );
+        let parted = parse_migration_reply(
+            "fragment 20 moved from node 1 to node 2: 1 regions, 2617184 bytes in 188.9 ms \
+             (copy 17.4 ms, 1 catch-up rounds), write pause 2707 us (fence 310 us, \
+             final pull 52 us, verify 40 us, commit 2210 us, install 95 us)",
+        )
+        .expect("parses");
+        assert_eq!(parted.pause_parts, Some([310, 52, 40, 2210, 95]));
+        assert_eq!(
+            parse_migration_reply(
+                "fragment 20 moved from node 1 to node 2: 1 regions, 5 bytes in 1.0 ms \
+                 (copy 1.0 ms, 1 catch-up rounds), write pause 3 us (fence x us)"
+            ),
+            None
         );
         assert!((r.throughput_mbps() - 2.617184 / 0.1889).abs() < 1e-6);
         assert!((r.copy_mbps() - 2.617184 / 0.0174).abs() < 1e-6);

@@ -66,17 +66,22 @@ pub enum PeerRequest {
         lo: Bytes,
         hi: Option<Bytes>,
     },
-    /// Migration: the current log tails of those regions.
+    /// Migration: the current log tails of those regions, and the checksum of each
+    /// log over `verify`'s `[from, to)` (one per region: the part the target has and
+    /// has not proven yet), cut at the tail and after `migrate::CRC_STEP` bytes.
     Tails {
         lo: Bytes,
         hi: Option<Bytes>,
+        verify: Vec<(u64, u64)>,
     },
     /// Migration: stop serving `[lo, hi)` (requests wait), retire its regions, and
-    /// say their final tails and content checksums.
+    /// say their final tails and the checksums of their logs from `verified_to` to
+    /// the final tails.
     Fence {
         fragment: u64,
         lo: Bytes,
         hi: Option<Bytes>,
+        verified_to: Vec<u64>,
     },
     /// Migration aborted before the commit: serve `[lo, hi)` again.
     Unfence {
@@ -163,12 +168,15 @@ pub struct ExportedRegion {
 }
 
 /// A region's state at some moment of a migration: its log tail, the generation of
-/// the region (a compaction or split replaces it), and, once fenced, its checksum.
+/// the region (a compaction or split replaces it), and `crc`, the
+/// `store::copy::delta_crc` of its log from where the target asked up to `crc_to`
+/// (the tail, once fenced).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegionTail {
     pub generation: u64,
     pub tail: u64,
     pub crc: u32,
+    pub crc_to: u64,
 }
 
 /// What a finished migration measured.
@@ -185,6 +193,25 @@ pub struct MigrationReport {
     /// From the fence to the commit: how long requests for the fragment waited.
     pub pause_us: u64,
     pub total_us: u64,
+    /// Where the pause went, in order.
+    pub pause: PauseParts,
+}
+
+/// The parts of a migration's write pause, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PauseParts {
+    /// The `Fence` round trip: the source stops serving, retires its regions and
+    /// checksums the log bytes the target has not yet proven.
+    pub fence_us: u64,
+    /// READs of the log appended since the last catch-up round.
+    pub final_pull_us: u64,
+    /// Checking and indexing those records, comparing checksums, finishing the fragments.
+    pub verify_us: u64,
+    /// The `SetOwner` proposal through the ownership table's Raft log (a quorum of
+    /// voters appending and fsyncing it) until it is committed.
+    pub commit_us: u64,
+    /// Until this node's table shows the commit, then installing and routing.
+    pub install_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,16 +6,20 @@
 //! 1. **plan** — commit `Migrating { to: target }` in the ownership table;
 //! 2. **copy** — `Export`: the source core registers the regions of the fragment and
 //!    says their lengths and log tails; the target allocates regions of the same
-//!    length and READs `[0, tail)` of each in large chunks while the source keeps
-//!    serving;
-//! 3. **catch-up** — `Tails`, then READ what was appended, until the delta is small;
+//!    length, READs each header, then the log `[log_start, tail)` in large chunks while
+//!    the source keeps serving. The index is not copied: `CopyBuilder` checks each
+//!    record as it lands and indexes it exactly as the source's writes did. While the
+//!    READs are in flight, `Tails` requests prove what has landed, `CRC_STEP` bytes at a
+//!    time (`store::copy::delta_crc`: header words and a log range);
+//! 3. **catch-up** — `Tails`, then READ what was appended and prove it, until the delta
+//!    is small;
 //! 4. **handoff** — `Fence`: the source stops serving the range (requests wait and are
 //!    retried by their routers), retires its regions (one-sided readers bounce), and
-//!    gives the final tails and content checksums; the target re-reads the header and
-//!    the whole index, pulls the last log bytes, rebuilds each fragment from the copy
-//!    (`Fragment::from_copy`, validated), compares checksums, commits `SetOwner` and
-//!    installs the fragments; requests waiting on either side now route to it. The
-//!    write pause is fence → install;
+//!    gives the final tails and the checksums of the logs from where the target's proof
+//!    stands; the target pulls and indexes the last log bytes, compares, finishes the
+//!    fragments, commits `SetOwner` and installs them; requests waiting on either side
+//!    now route to it. The write pause is fence → install, and its work is proportional
+//!    to the last delta (decision 0011);
 //! 5. **reclaim** — the source drops its copies once the table names the target
 //!    (`core::CoreCtx::tidy_fences`); peers' registrations stay readable for a grace
 //!    period.
@@ -24,19 +28,25 @@
 //! still owns the fragment and lost nothing. A source whose fence is not followed by a
 //! commit within `FENCE_TIMEOUT` unfences by itself.
 
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use augur_fabric::any::{AnyConnection, AnyMr};
 use augur_fabric::{Access, Connection, Op, Region as FabricRegion, Transport};
 use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
 use tracing::Instrument;
 
 use crate::context::Fence;
 use crate::core::remote::WireFragment;
-use crate::core::wire::{ExportedRegion, MigrationReport, PeerReply, PeerRequest, RegionTail};
+use crate::core::wire::{
+    ExportedRegion, MigrationReport, PauseParts, PeerReply, PeerRequest, RegionTail,
+};
 use crate::core::CoreCtx;
 use crate::ownership::{Change, FragmentState};
 use crate::router::table::Owner;
+use crate::store::copy::CopyBuilder;
+use crate::store::layout::HEADER_LEN;
 use crate::store::region::Region;
 use crate::store::Fragment;
 
@@ -47,6 +57,13 @@ const BATCH: usize = 8;
 /// Catch-up stops when a round brings less than this, or after `MAX_ROUNDS`.
 const SMALL_DELTA: u64 = 256 << 10;
 const MAX_ROUNDS: u32 = 8;
+/// Log bytes the source checksums per `Tails` (a millisecond or two of its core), so
+/// the copy is proven before the fence a step at a time, mostly while it is in flight.
+pub const CRC_STEP: u64 = 16 << 20;
+/// Rounds of proving before the fence checksums whatever is left.
+const MAX_VERIFY_ROUNDS: u32 = 4096;
+/// How long after the handoff the copy's fabric registrations are released.
+const RELEASE_AFTER: Duration = Duration::from_millis(20);
 /// How long a whole migration may take before the target gives up.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -78,12 +95,17 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         .get()
         .ok_or("this node has no ownership table")?;
     let me = ctx.shared.cluster().my_id;
-    // This node's copy of the table may lag a migration that just finished elsewhere.
+    // This node's copy of the table may lag a migration that just finished elsewhere;
+    // and a fragment that left this node moments ago may not be reclaimed here yet (its
+    // fence and retired copy go on the maintenance tick): with millisecond handoffs a
+    // fragment can come back within that tick, so wait for it first.
     let settle = Instant::now() + Duration::from_secs(2);
     let mut table = ownership.table();
-    while table
+    let still_leaving = || ctx.shared.fences().iter().any(|f| f.fragment == fragment);
+    while (table
         .fragment(fragment)
         .is_some_and(|f| f.state != FragmentState::Stable)
+        || still_leaving())
         && Instant::now() < settle
     {
         glommio::timer::sleep(Duration::from_millis(2)).await;
@@ -131,6 +153,7 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         catch_up_rounds: 0,
         pause_us: 0,
         total_us: 0,
+        pause: PauseParts::default(),
     };
     let span = tracing::info_span!("migration", fragment, from = f.owner, to = me);
     let outcome = glommio::timer::timeout(MIGRATION_TIMEOUT, async {
@@ -181,13 +204,19 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
     }
 }
 
-/// One region being copied: where it is on the source, where it lands here.
+/// One region being copied: where it is on the source, and the fragment being rebuilt
+/// here from its header and log.
+/// Cells, because the copy phase READs a region and proves the landed part of it at
+/// the same time (two futures of one task, never borrowing across an await).
 struct Pull {
     exported: ExportedRegion,
     desc: augur_fabric::RemoteRegion,
-    region: Region,
+    builder: RefCell<CopyBuilder>,
     mr: AnyMr,
-    copied: u64,
+    /// Log bytes below this are here (and checked and indexed, see `CopyBuilder`).
+    copied: Cell<u64>,
+    /// Log bytes below this are proven equal to the source's by a checksum.
+    verified: Cell<u64>,
 }
 
 async fn copy_and_hand_off(
@@ -229,7 +258,11 @@ async fn copy_and_hand_off(
             .ok_or("source sent a malformed region descriptor")?
             .region;
         let len = usize::try_from(e.region_len).map_err(|_| "region too large")?;
-        if e.region_len != desc.len || e.tail > e.region_len || e.log_start > e.tail {
+        if e.region_len != desc.len
+            || e.tail > e.region_len
+            || e.log_start > e.tail
+            || e.log_start < HEADER_LEN as u64
+        {
             return Err("source described an inconsistent region".into());
         }
         let region = Region::create(len, ctx.shared.config.hugepages)
@@ -239,45 +272,91 @@ async fn copy_and_hand_off(
         let mr = transport
             .register(&mapped, Access::LOCAL)
             .map_err(|e| e.to_string())?;
+        // The header first: it says how to read the rest. The index is not copied, it
+        // is rebuilt here from the log.
+        read_range(&conn, &desc, &mr, 0, HEADER_LEN as u64, |_| Ok(())).await?;
+        let builder = CopyBuilder::new(region, e.region.fragment_id, e.lo.clone(), e.hi.clone())
+            .map_err(|err| format!("the copy of {:?} is not valid: {err}", e.lo))?;
+        let h = builder.header();
+        if h.log_start as u64 != e.log_start || h.generation != e.region.generation {
+            return Err(format!(
+                "the header of {:?} does not match the source's description",
+                e.lo
+            ));
+        }
         pulls.push(Pull {
+            copied: Cell::new(e.log_start),
+            verified: Cell::new(e.log_start),
             exported: e,
             desc,
-            region,
+            builder: RefCell::new(builder),
             mr,
-            copied: 0,
         });
     }
     report.regions = pulls.len() as u32;
+    report.bytes += HEADER_LEN as u64 * pulls.len() as u64;
 
-    // Copy while the source serves.
+    let ask_tails = |pulls: &[Pull]| {
+        let verify = pulls
+            .iter()
+            .map(|p| (p.verified.get(), p.copied.get()))
+            .collect();
+        let req = PeerRequest::Tails {
+            lo: lo.clone(),
+            hi: hi.cloned(),
+            verify,
+        };
+        let regions = pulls.len();
+        async move {
+            match ask(req).await? {
+                PeerReply::Tails(Ok(t)) if t.len() == regions => Ok(t),
+                PeerReply::Tails(Err(e)) => Err(format!("source: {e}")),
+                other => Err(format!("source answered {other:?} to Tails")),
+            }
+        }
+    };
+
+    // Copy while the source serves, and prove what has landed, a step at a time, while
+    // the rest is in flight.
     let copy_started = Instant::now();
-    for p in &mut pulls {
-        let tail = p.exported.tail;
-        report.bytes += pull(&conn, p, 0, tail).await?;
-        p.copied = tail;
+    for p in &pulls {
+        let (landed, mut landings) = futures::channel::mpsc::unbounded::<()>();
+        let copy = pull(&conn, p, p.exported.tail, Some(landed));
+        let prove = async {
+            while landings.next().await.is_some() {
+                while p.copied.get() - p.verified.get() >= CRC_STEP {
+                    let tails = ask_tails(&pulls).await?;
+                    for (q, t) in pulls.iter().zip(&tails) {
+                        prove_copied(q, t, false)?;
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        let (moved, ()) = futures::future::try_join(copy, prove).await?;
+        report.bytes += moved;
     }
     report.copy_us = copy_started.elapsed().as_micros() as u64;
     tracing::debug!(bytes = report.bytes, us = report.copy_us, "copy phase done");
 
-    // Catch up with what was appended meanwhile.
-    for _ in 0..MAX_ROUNDS {
-        let tails = match ask(PeerRequest::Tails {
-            lo: lo.clone(),
-            hi: hi.cloned(),
-        })
-        .await?
-        {
-            PeerReply::Tails(Ok(t)) if t.len() == pulls.len() => t,
-            PeerReply::Tails(Err(e)) => return Err(format!("source: {e}")),
-            other => return Err(format!("source answered {other:?} to Tails")),
-        };
-        let delta = catch_up(&conn, &mut pulls, &tails).await?;
+    // Catch up with what was appended meanwhile, and prove what was copied, a bounded
+    // step per round so the source's core never checksums much at once.
+    let mut rounds = 0u32;
+    loop {
+        let tails = ask_tails(&pulls).await?;
+        let delta = catch_up(&conn, &pulls, &tails, false).await?;
         report.bytes += delta;
-        report.catch_up_rounds += 1;
-        if delta < SMALL_DELTA {
+        rounds += 1;
+        let unverified: u64 = pulls
+            .iter()
+            .map(|p| p.copied.get() - p.verified.get())
+            .sum();
+        let caught_up = delta < SMALL_DELTA || rounds >= MAX_ROUNDS;
+        if (caught_up && unverified < SMALL_DELTA) || rounds >= MAX_VERIFY_ROUNDS {
             break;
         }
     }
+    report.catch_up_rounds = rounds;
 
     tracing::debug!(rounds = report.catch_up_rounds, "catch-up phase done");
     test_delay("AUGUR_TEST_DELAY_BEFORE_FENCE_MS").await;
@@ -287,6 +366,7 @@ async fn copy_and_hand_off(
         fragment,
         lo: lo.clone(),
         hi: hi.cloned(),
+        verified_to: pulls.iter().map(|p| p.verified.get()).collect(),
     })
     .await?
     {
@@ -294,38 +374,38 @@ async fn copy_and_hand_off(
         PeerReply::Fenced(Err(e)) => return Err(format!("source cannot fence: {e}")),
         other => return Err(format!("source answered {other:?} to Fence")),
     };
+    let mut mark = Instant::now();
+    report.pause.fence_us = fenced_at.elapsed().as_micros() as u64;
     test_delay("AUGUR_TEST_DELAY_AFTER_FENCE_MS").await;
-    report.bytes += catch_up(&conn, &mut pulls, &finals).await?;
-    // The index changed in place since the copy: take all of it, and the header.
-    for p in &mut pulls {
-        let log_start = p.exported.log_start;
-        report.bytes += pull(&conn, p, 0, log_start).await?;
+    if let Some(fin) = finals.iter().find(|f| f.crc_to != f.tail) {
+        return Err(format!(
+            "the source's final checksum ends at {}, not at its tail {}",
+            fin.crc_to, fin.tail
+        ));
     }
+    let flip = std::env::var_os("AUGUR_TEST_FLIP_FINAL_DELTA").is_some();
+    report.bytes += catch_up(&conn, &pulls, &finals, flip).await?;
+    report.pause.final_pull_us = lap(&mut mark);
     let mut fragments = Vec::with_capacity(pulls.len());
+    // Unregistering unmaps the fabric's second mapping of each region, milliseconds for
+    // a big one: done after the handoff, off the pause.
+    let mut registrations = Vec::with_capacity(pulls.len());
     for (p, fin) in pulls.into_iter().zip(&finals) {
         let Pull {
             exported,
-            region,
+            builder,
             mr,
             ..
         } = p;
-        drop(mr);
-        let copy = Fragment::from_copy(
-            region,
-            exported.region.fragment_id,
-            exported.lo.clone(),
-            exported.hi.clone(),
-        )
-        .map_err(|e| format!("the copy of {:?} is not valid: {e}", exported.lo))?;
-        let (tail, crc) = copy.content_crc();
-        if tail as u64 != fin.tail || crc != fin.crc {
-            return Err(format!(
-                "the copy of {:?} differs from the source (tail {tail} vs {}, crc {crc:08x} vs {:08x})",
-                exported.lo, fin.tail, fin.crc
-            ));
-        }
+        registrations.push(mr);
+        let tail = usize::try_from(fin.tail).map_err(|_| "tail too large")?;
+        let copy = builder
+            .into_inner()
+            .finish(tail)
+            .map_err(|e| format!("the copy of {:?} is not valid: {e}", exported.lo))?;
         fragments.push(copy);
     }
+    report.pause.verify_us = lap(&mut mark);
     tracing::debug!("handoff: copy verified, committing");
     let core = ctx.core;
     match propose(
@@ -351,6 +431,7 @@ async fn copy_and_hand_off(
             }
         }
     }
+    report.pause.commit_us = lap(&mut mark);
     // Install only once this node's copy of the table shows the commit, and stamp the
     // route with that version, so no route update from an older table can undo it.
     let ownership = ctx.shared.ownership.get().ok_or("no ownership table")?;
@@ -366,7 +447,8 @@ async fn copy_and_hand_off(
         if Instant::now() > deadline {
             return Err("the commit did not reach this node's table".into());
         }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+        // Inside the pause, and the table offers no notification: poll finely.
+        glommio::timer::sleep(Duration::from_micros(100)).await;
     };
     // A fragment coming back to a node it left may still find its old, retired copy
     // and fence here (reclaim runs on the maintenance tick): the new copy replaces both.
@@ -379,8 +461,23 @@ async fn copy_and_hand_off(
         r.set_owner(lo, hi, Owner::Core(core));
         r.cluster_version = r.cluster_version.max(version);
     });
+    report.pause.install_us = lap(&mut mark);
     report.pause_us = fenced_at.elapsed().as_micros() as u64;
+    // Let the requests that waited on the fence run first.
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(RELEASE_AFTER).await;
+        drop(registrations);
+    })
+    .detach();
     Ok(())
+}
+
+/// Microseconds since `mark`, and move `mark` to now.
+fn lap(mark: &mut Instant) -> u64 {
+    let now = Instant::now();
+    let us = now.duration_since(*mark).as_micros() as u64;
+    *mark = now;
+    us
 }
 
 /// Fault-injection tests widen a phase to kill a node inside it: the variable holds
@@ -392,47 +489,125 @@ async fn test_delay(var: &str) {
     }
 }
 
-/// READ `[from, to)` of a region into the same offsets here; returns the bytes moved.
-async fn pull(conn: &AnyConnection, p: &Pull, from: u64, to: u64) -> Result<u64, String> {
-    let mut at = from;
-    while at < to {
-        let mut ops = Vec::with_capacity(BATCH);
-        while at < to && ops.len() < BATCH {
-            let len = CHUNK.min(to - at);
-            ops.push(Op {
-                remote: p.desc,
-                remote_offset: at,
+/// READ `[from, to)` of a region into the same offsets here, `CHUNK` bytes per READ and
+/// `BATCH` of them in flight all the time (a new one starts as the oldest lands, rather
+/// than a batch waiting for its slowest READ). `landed(end)` runs, in order, as each
+/// `[from, end)` is complete.
+async fn read_range(
+    conn: &AnyConnection,
+    desc: &augur_fabric::RemoteRegion,
+    mr: &AnyMr,
+    from: u64,
+    to: u64,
+    mut landed: impl FnMut(u64) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut next = from;
+    loop {
+        while next < to && in_flight.len() < BATCH {
+            let len = CHUNK.min(to - next);
+            let op = Op {
+                remote: *desc,
+                remote_offset: next,
                 len,
-                local: &p.mr,
-                local_offset: at,
-            });
-            at += len;
+                local: mr,
+                local_offset: next,
+            };
+            let end = next + len;
+            in_flight.push_back(async move { conn.read_batch(&[op]).await.map(|()| end) });
+            next = end;
         }
-        conn.read_batch(&ops)
-            .await
-            .map_err(|e| format!("reading the source region: {e}"))?;
+        match in_flight.next().await {
+            Some(Ok(end)) => landed(end)?,
+            Some(Err(e)) => return Err(format!("reading the source region: {e}")),
+            None => return Ok(()),
+        }
     }
+}
+
+/// Pull a region's log from what was copied up to `to`, checking and indexing each
+/// piece as it lands (while the next READs are in flight), and saying so on `landed`;
+/// returns the bytes moved.
+async fn pull(
+    conn: &AnyConnection,
+    p: &Pull,
+    to: u64,
+    landed: Option<futures::channel::mpsc::UnboundedSender<()>>,
+) -> Result<u64, String> {
+    let from = p.copied.get();
+    let lo = &p.exported.lo;
+    read_range(conn, &p.desc, &p.mr, from, to, |end| {
+        let at = usize::try_from(end).map_err(|_| "offset too large")?;
+        p.builder
+            .borrow_mut()
+            .extend(at)
+            .map_err(|e| format!("the copy of {lo:?} is not valid: {e}"))?;
+        p.copied.set(end);
+        if let Some(landed) = &landed {
+            // The prover may have stopped (it failed, and so does this copy).
+            let _ = landed.unbounded_send(());
+        }
+        Ok(())
+    })
+    .await?;
     Ok(to.saturating_sub(from))
 }
 
-/// Pull each region's log from what was copied up to its new tail.
+/// Check the source's checksum of `[verified, crc_to)` of a region against the copy's,
+/// and move `verified` on. `flip_for_test` (fault injection,
+/// `AUGUR_TEST_FLIP_FINAL_DELTA`) first changes the range's first byte, after its
+/// records were checked, as a peer lying about bytes whose records' own crcs still
+/// hold would: the checksum must catch it.
+fn prove_copied(p: &Pull, t: &RegionTail, flip_for_test: bool) -> Result<(), String> {
+    if t.generation != p.exported.region.generation {
+        return Err("a source region was replaced (compaction or split) during the copy".into());
+    }
+    let (from, to) = (p.verified.get(), t.crc_to);
+    if to < from || to > p.copied.get() {
+        return Err("the source's checksum covers a range it was not asked for".into());
+    }
+    let (from, to) = (from as usize, to as usize);
+    if flip_for_test && from < to {
+        tracing::warn!(
+            at = from,
+            "AUGUR_TEST_FLIP_FINAL_DELTA: changing a copied byte"
+        );
+        p.builder.borrow_mut().region_mut().bytes_mut()[from] ^= 0x01;
+    }
+    let mine = p.builder.borrow().delta_crc(from, to);
+    if mine != Some(t.crc) {
+        return Err(format!(
+            "the copy of {:?} differs from the source in [{from}, {to}) \
+             (crc {:08x} here, {:08x} there)",
+            p.exported.lo,
+            mine.unwrap_or(0),
+            t.crc
+        ));
+    }
+    p.verified.set(t.crc_to);
+    Ok(())
+}
+
+/// Pull each region's log from what was copied up to its new tail, then check the
+/// source's checksum of the range it covered.
 async fn catch_up(
     conn: &AnyConnection,
-    pulls: &mut [Pull],
+    pulls: &[Pull],
     tails: &[RegionTail],
+    flip_for_test: bool,
 ) -> Result<u64, String> {
     let mut moved = 0;
-    for (p, t) in pulls.iter_mut().zip(tails) {
+    for (p, t) in pulls.iter().zip(tails) {
         if t.generation != p.exported.region.generation {
             return Err(
                 "a source region was replaced (compaction or split) during the copy".into(),
             );
         }
-        if t.tail < p.copied || t.tail > p.exported.region_len {
+        if t.tail < p.copied.get() || t.tail > p.exported.region_len {
             return Err("a source region's log went backwards or past its end".into());
         }
-        moved += pull(conn, p, p.copied, t.tail).await?;
-        p.copied = t.tail;
+        moved += pull(conn, p, t.tail, None).await?;
+        prove_copied(p, t, flip_for_test)?;
     }
     Ok(moved)
 }
@@ -469,28 +644,62 @@ fn describe_regions(
         .collect()
 }
 
-fn tails(ctx: &CoreCtx, lo: &Bytes, hi: Option<&Bytes>) -> Result<Vec<RegionTail>, String> {
+/// Each region's tail and the checksum of its log over `[from, to)`, cut at the tail
+/// and after `step` bytes.
+fn tails_and_crcs(
+    parts: &[&Fragment],
+    ranges: &[(u64, u64)],
+    step: u64,
+) -> Result<Vec<RegionTail>, String> {
+    if parts.len() != ranges.len() {
+        return Err(format!(
+            "asked about {} regions, the fragment has {}",
+            ranges.len(),
+            parts.len()
+        ));
+    }
+    parts
+        .iter()
+        .zip(ranges)
+        .map(|(f, &(from, to))| {
+            let tail = f.log_tail() as u64;
+            let crc_to = tail.min(to).min(from.saturating_add(step));
+            let crc = usize::try_from(from)
+                .ok()
+                .zip(usize::try_from(crc_to).ok())
+                .and_then(|(from, to)| f.log_delta_crc(from, to))
+                .ok_or_else(|| format!("no log range [{from}, {crc_to}) to checksum"))?;
+            Ok(RegionTail {
+                generation: f.generation(),
+                tail,
+                crc,
+                crc_to,
+            })
+        })
+        .collect()
+}
+
+fn tails(
+    ctx: &CoreCtx,
+    lo: &Bytes,
+    hi: Option<&Bytes>,
+    verify: &[(u64, u64)],
+) -> Result<Vec<RegionTail>, String> {
     let shard = ctx.shard.borrow();
     let parts = shard
         .fragments_tiling(lo, hi.map(|h| &h[..]))
         .ok_or("the fragment's data is not all on this core")?;
-    Ok(parts
-        .into_iter()
-        .map(|f| RegionTail {
-            generation: f.generation(),
-            tail: f.log_tail() as u64,
-            crc: 0,
-        })
-        .collect())
+    tails_and_crcs(&parts, verify, CRC_STEP)
 }
 
-/// Fence, retire and checksum, with nothing in between: this core is the only
-/// writer of these fragments and nothing here awaits.
+/// Fence, retire and checksum what the target has not proven yet, with nothing in
+/// between: this core is the only writer of these fragments and nothing here awaits.
 fn fence(
     ctx: &CoreCtx,
     fragment: u64,
     lo: &Bytes,
     hi: Option<&Bytes>,
+    verified_to: &[u64],
 ) -> Result<Vec<RegionTail>, String> {
     ctx.shared.fence(Fence {
         fragment,
@@ -499,23 +708,22 @@ fn fence(
         since: Instant::now(),
     });
     let shard = ctx.shard.borrow();
-    let Some(parts) = shard.fragments_tiling(lo, hi.map(|h| &h[..])) else {
-        drop(shard);
-        ctx.shared.unfence(fragment);
-        return Err("the fragment's data is not all on this core".into());
-    };
-    Ok(parts
-        .into_iter()
-        .map(|f| {
-            f.retire();
-            let (tail, crc) = f.content_crc();
-            RegionTail {
-                generation: f.generation(),
-                tail: tail as u64,
-                crc,
+    let finals = match shard.fragments_tiling(lo, hi.map(|h| &h[..])) {
+        Some(parts) => {
+            for f in &parts {
+                f.retire();
             }
-        })
-        .collect())
+            let to_tails: Vec<(u64, u64)> = verified_to.iter().map(|&v| (v, u64::MAX)).collect();
+            tails_and_crcs(&parts, &to_tails, u64::MAX)
+        }
+        None => Err("the fragment's data is not all on this core".into()),
+    };
+    drop(shard);
+    if finals.is_err() {
+        // Serve again: the target aborts on this answer.
+        ctx.abandon_fence(fragment);
+    }
+    finals
 }
 
 /// Answer a migration request from a peer (source side, or the target's trigger).
@@ -525,10 +733,15 @@ pub async fn answer(ctx: &CoreCtx, req: PeerRequest) -> PeerReply {
         PeerRequest::Export { lo, hi, .. } => {
             PeerReply::Exported(describe_regions(ctx, &lo, hi.as_ref()))
         }
-        PeerRequest::Tails { lo, hi } => PeerReply::Tails(tails(ctx, &lo, hi.as_ref())),
-        PeerRequest::Fence { fragment, lo, hi } => {
-            PeerReply::Fenced(fence(ctx, fragment, &lo, hi.as_ref()))
+        PeerRequest::Tails { lo, hi, verify } => {
+            PeerReply::Tails(tails(ctx, &lo, hi.as_ref(), &verify))
         }
+        PeerRequest::Fence {
+            fragment,
+            lo,
+            hi,
+            verified_to,
+        } => PeerReply::Fenced(fence(ctx, fragment, &lo, hi.as_ref(), &verified_to)),
         PeerRequest::Unfence { fragment } => {
             ctx.abandon_fence(fragment);
             PeerReply::Ack

@@ -391,7 +391,7 @@ async fn migrate(ctx: &CoreCtx, fragment: cmd::FragmentRef, to: u64) -> Frame {
     };
     match crate::migrate::start(ctx, id, to).await {
         Ok(r) => Frame::Bulk(Bytes::from(format!(
-            "fragment {} moved from node {} to node {}: {} regions, {} bytes in {:.1} ms (copy {:.1} ms, {} catch-up rounds), write pause {} us",
+            "fragment {} moved from node {} to node {}: {} regions, {} bytes in {:.1} ms (copy {:.1} ms, {} catch-up rounds), write pause {} us (fence {} us, final pull {} us, verify {} us, commit {} us, install {} us)",
             r.fragment,
             r.from,
             r.to,
@@ -400,7 +400,12 @@ async fn migrate(ctx: &CoreCtx, fragment: cmd::FragmentRef, to: u64) -> Frame {
             r.total_us as f64 / 1000.0,
             r.copy_us as f64 / 1000.0,
             r.catch_up_rounds,
-            r.pause_us
+            r.pause_us,
+            r.pause.fence_us,
+            r.pause.final_pull_us,
+            r.pause.verify_us,
+            r.pause.commit_us,
+            r.pause.install_us,
         ))),
         Err(e) => Frame::error(format!("ERR migration of fragment {id} failed: {e}")),
     }

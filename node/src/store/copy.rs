@@ -7,6 +7,10 @@
 //! same offsets, same index, same records. The bytes came from a peer, so every field
 //! is checked before it is trusted, in one pass over the log and one over the index.
 //!
+//! Live migration uses [`CopyBuilder`] instead: it never copies the index but rebuilds
+//! it from the log as pieces arrive, and [`delta_crc`] proves log ranges equal, so the
+//! work after the fence is proportional to the last delta (decision 0011).
+//!
 //! `Fragment::content_crc` lets both sides prove the copy exact: the source (fenced,
 //! usually retired) and the copy give the same crc exactly when their headers (minus the
 //! per-copy words, see `content_crc`), indexes and logs up to the tail are equal.
@@ -334,24 +338,7 @@ impl Fragment {
         let records = log.records;
         let max_version = log.max_version;
         let counted = scan_index(bytes, &h, log, &lo, hi.as_ref())?;
-        let seq_mask = (1u64 << layout::SEQ_BITS) - 1;
-        let next_seq = match max_version {
-            Some((v, offset)) if v >> layout::SEQ_BITS > h.epoch => {
-                return Err(CopyError::FutureEpoch {
-                    offset,
-                    found: v >> layout::SEQ_BITS,
-                    epoch: h.epoch,
-                }
-                .into())
-            }
-            Some((v, offset)) if v >> layout::SEQ_BITS == h.epoch => {
-                if v & seq_mask == seq_mask {
-                    return Err(CopyError::SequenceExhausted(offset).into());
-                }
-                (v & seq_mask) + 1
-            }
-            _ => 1,
-        };
+        let next_seq = next_seq_after(max_version, h.epoch)?;
         if h.region_len != region.len() {
             region.store_release(header::REGION_LEN, region.len() as u64);
         }
@@ -406,10 +393,317 @@ impl Fragment {
         layout::log_start(self.bucket_mask + 1)
     }
 
-    /// The index bytes, `[HEADER_LEN, log_start)`: a copier re-reads all of them after
-    /// the source is fenced, since any slot may have changed.
+    /// The index bytes, `[HEADER_LEN, log_start)`: slots change in place, so a byte
+    /// copier must re-read all of them after the source is fenced (`CopyBuilder`
+    /// rebuilds them from the log instead).
     pub fn index_range(&self) -> Range<usize> {
         layout::HEADER_LEN..self.log_start()
+    }
+}
+
+/// The header bytes a migration's checksums cover: every word but the ones that
+/// differ between a source and its copy by design — `state` (retired vs live),
+/// `region_len` (the copy's region may be longer) — and the log tail, which each
+/// checksum names separately.
+fn masked_header(bytes: &[u8]) -> Option<[u8; layout::HEADER_LEN]> {
+    let mut head = [0u8; layout::HEADER_LEN];
+    head.copy_from_slice(bytes.get(..layout::HEADER_LEN)?);
+    head[header::STATE..header::STATE + 4].fill(0);
+    head[header::REGION_LEN..header::REGION_LEN + 8].fill(0);
+    head[header::LOG_TAIL..header::LOG_TAIL + 8].fill(0);
+    Some(head)
+}
+
+/// `crc32c(masked header ++ bytes[from, to))`: what both sides of a migration compute
+/// for the log bytes one catch-up round (or the fence) covers. The log below a tail
+/// never changes (append-only; compaction and split write a new region with a new
+/// generation), so the rounds' ranges tile `[log_start, final tail)` and together prove
+/// the whole log equal, while each costs only its own delta. None if the range is not
+/// inside `bytes` past the header.
+pub fn delta_crc(bytes: &[u8], from: usize, to: usize) -> Option<u32> {
+    let head = masked_header(bytes)?;
+    if from < layout::HEADER_LEN || from > to {
+        return None;
+    }
+    let delta = bytes.get(from..to)?;
+    Some(crc32c::crc32c_append(crc32c::crc32c(&head), delta))
+}
+
+impl Fragment {
+    /// [`delta_crc`] of this fragment's log `[from, to)`; None unless
+    /// `log_start <= from <= to <= tail`.
+    pub fn log_delta_crc(&self, from: usize, to: usize) -> Option<u32> {
+        if from < self.log_start() || to > self.tail {
+            return None;
+        }
+        delta_crc(self.region.bytes(), from, to)
+    }
+}
+
+/// A fragment being rebuilt from a copy of its header and log that arrives in pieces
+/// (live migration): the index is not copied but built here, record by record, as the
+/// log comes in, exactly as the source's writes built theirs (each key's slot is its
+/// first free slot on the probe from its home bucket, when the key first appears in the
+/// log; later records of the key take over that slot). The store keeps that invariant
+/// on every path — `write`, `adopt_record` (compaction, split) and `from_copy` —
+/// so the rebuilt index equals the source's byte for byte, and the work at the handoff
+/// is proportional to the log appended since the last round, not to the fragment.
+///
+/// Every record is checked as `from_copy` checks it (length, flags, crc, zero padding,
+/// epoch, key range, index load); the bytes came from a peer.
+pub struct CopyBuilder {
+    region: Region,
+    id: FragmentId,
+    lo: Bytes,
+    hi: Option<Bytes>,
+    header: CopyHeader,
+    /// The log is checked and indexed up to here (a record boundary).
+    scanned: usize,
+    used_slots: usize,
+    max_slots: usize,
+    live_keys: usize,
+    live_bytes: usize,
+    expiries: BTreeSet<(u64, usize)>,
+    records: u64,
+    max_version: Option<(u64, usize)>,
+}
+
+impl std::fmt::Debug for CopyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyBuilder")
+            .field("id", &self.id)
+            .field("scanned", &self.scanned)
+            .field("records", &self.records)
+            .finish()
+    }
+}
+
+impl CopyBuilder {
+    /// Start rebuilding fragment `id` over `region`, whose first `HEADER_LEN` bytes hold
+    /// the source's header (checked here); the index bytes are cleared, since they are
+    /// built here and not copied.
+    pub fn new(
+        mut region: Region,
+        id: FragmentId,
+        lo: Bytes,
+        hi: Option<Bytes>,
+    ) -> Result<CopyBuilder, CopyError> {
+        let h = CopyHeader::parse(region.bytes(), region.len())?;
+        if h.fragment_id != id {
+            return Err(CopyError::WrongFragment {
+                expected: id,
+                found: h.fragment_id,
+            });
+        }
+        region.bytes_mut()[h.index_range()].fill(0);
+        Ok(CopyBuilder {
+            region,
+            id,
+            lo,
+            hi,
+            header: h,
+            scanned: h.log_start,
+            used_slots: 0,
+            max_slots: Geometry::slot_capacity(h.bucket_count),
+            live_keys: 0,
+            live_bytes: 0,
+            expiries: BTreeSet::new(),
+            records: 0,
+            max_version: None,
+        })
+    }
+
+    pub fn header(&self) -> &CopyHeader {
+        &self.header
+    }
+
+    /// The log is checked and indexed up to this offset.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The region's bytes, e.g. to write a pulled piece of the log into.
+    pub fn region_mut(&mut self) -> &mut Region {
+        &mut self.region
+    }
+
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// [`delta_crc`] of this copy's bytes `[from, to)`.
+    pub fn delta_crc(&self, from: usize, to: usize) -> Option<u32> {
+        if from < self.header.log_start {
+            return None;
+        }
+        delta_crc(self.region.bytes(), from, to)
+    }
+
+    /// Check and index every whole record in `[scanned, upto)`; a record cut by `upto`
+    /// waits for the next call, so pieces may end anywhere. Returns the new `scanned`.
+    pub fn extend(&mut self, upto: usize) -> Result<usize, CopyError> {
+        let upto = upto.min(self.region.len());
+        while self.scanned + layout::RECORD_HEADER_LEN <= upto {
+            let offset = self.scanned;
+            let head = layout::decode_record_head(self.region.bytes(), offset)
+                .map_err(CopyError::BadLog)?;
+            let end = offset
+                .checked_add(head.len)
+                .filter(|&end| end <= self.region.len())
+                .ok_or(CopyError::BadLog(RecordError::OutOfBounds(offset)))?;
+            if end > upto {
+                break;
+            }
+            self.index_record(offset, end)?;
+            self.scanned = end;
+        }
+        Ok(self.scanned)
+    }
+
+    fn index_record(&mut self, offset: usize, end: usize) -> Result<(), CopyError> {
+        let bytes = self.region.bytes();
+        let r = layout::decode_record(&bytes[..end], offset).map_err(CopyError::BadLog)?;
+        let unpadded = offset + r.value_start() + r.value.len();
+        if bytes[unpadded..end].iter().any(|&b| b != 0) {
+            return Err(CopyError::BadPadding(offset));
+        }
+        let hash = layout::key_hash(r.key);
+        let tag = layout::hash_tag(hash);
+        let slots = self.header.bucket_count * layout::SLOTS_PER_BUCKET;
+        let home = layout::home_bucket(hash, self.header.bucket_count) * layout::SLOTS_PER_BUCKET;
+        // The store's probe: slot by slot from the home bucket's first, wrapping; the
+        // key's slot, or the first empty one (slots are never emptied).
+        let mut target = None;
+        for step in 0..slots {
+            let p = (home + step) % slots;
+            let slot = layout::u64_at(bytes, layout::HEADER_LEN + p * 8);
+            if slot == 0 {
+                target = Some((p, None));
+                break;
+            }
+            if layout::slot_tag(slot) == tag {
+                let old_offset = layout::slot_offset(slot);
+                // Indexed records were checked when they came in, and lie below `offset`.
+                let old = layout::decode_record(&bytes[..offset], old_offset)
+                    .map_err(CopyError::BadLog)?;
+                if old.key == r.key {
+                    let old_live = !old.is_tombstone();
+                    target = Some((p, Some((old_offset, old.len, old_live, old.expire_at_ms))));
+                    break;
+                }
+            }
+        }
+        let Some((p, old)) = target else {
+            return Err(CopyError::IndexOverloaded {
+                used: slots,
+                max: self.max_slots,
+            });
+        };
+        if old.is_none() {
+            if self.used_slots >= self.max_slots {
+                return Err(CopyError::IndexOverloaded {
+                    used: self.used_slots + 1,
+                    max: self.max_slots,
+                });
+            }
+            if !in_range(r.key, &self.lo, self.hi.as_ref()) {
+                return Err(CopyError::OutOfRange { slot: p });
+            }
+        }
+        let (len, live, expiry, version) = (r.len, !r.is_tombstone(), r.expire_at_ms, r.version);
+        if let Some((old_offset, old_len, old_live, old_expiry)) = old {
+            if old_live {
+                self.live_keys -= 1;
+                self.live_bytes -= old_len;
+                if let Some(t) = old_expiry {
+                    self.expiries.remove(&(t, old_offset));
+                }
+            }
+        } else {
+            self.used_slots += 1;
+        }
+        if live {
+            self.live_keys += 1;
+            self.live_bytes += len;
+            if let Some(t) = expiry {
+                self.expiries.insert((t, offset));
+            }
+        }
+        if self.max_version.is_none_or(|(v, _)| version > v) {
+            self.max_version = Some((version, offset));
+        }
+        self.records += 1;
+        self.region
+            .store_release(layout::HEADER_LEN + p * 8, layout::slot_value(tag, offset));
+        Ok(())
+    }
+
+    /// The fragment, once the log is scanned exactly up to `tail` (the source's final
+    /// tail): the header takes this tail, this region's length and the live state.
+    pub fn finish(mut self, tail: usize) -> Result<Fragment, StoreError> {
+        if tail > self.region.len() || tail < self.header.log_start {
+            return Err(CopyError::BadTail {
+                tail: tail as u64,
+                log_start: self.header.log_start,
+                region_len: self.region.len() as u64,
+            }
+            .into());
+        }
+        self.extend(tail)?;
+        if self.scanned != tail {
+            // A record runs past the tail.
+            return Err(CopyError::BadLog(RecordError::OutOfBounds(self.scanned)).into());
+        }
+        let h = self.header;
+        let next_seq = next_seq_after(self.max_version, h.epoch)?;
+        let region_len = self.region.len();
+        self.region.store_release(header::LOG_TAIL, tail as u64);
+        self.region
+            .store_release(header::REGION_LEN, region_len as u64);
+        self.region
+            .store_release_u32(header::STATE, layout::STATE_LIVE);
+        Ok(Fragment {
+            id: self.id,
+            lo: self.lo,
+            hi: self.hi,
+            region: self.region,
+            bucket_mask: h.bucket_count - 1,
+            tail,
+            epoch: h.epoch,
+            next_seq,
+            generation: h.generation,
+            used_slots: self.used_slots,
+            max_slots: self.max_slots,
+            live_keys: self.live_keys,
+            live_bytes: self.live_bytes,
+            expiries: self.expiries,
+            changes: self.records,
+        })
+    }
+}
+
+/// The sequence number a copy continues with: one past the highest of the region's
+/// epoch in its log, 1 if there is none; a record from a later epoch or with the last
+/// sequence number makes the copy invalid.
+fn next_seq_after(max_version: Option<(u64, usize)>, epoch: u64) -> Result<u64, CopyError> {
+    let seq_mask = (1u64 << layout::SEQ_BITS) - 1;
+    match max_version {
+        Some((v, offset)) if v >> layout::SEQ_BITS > epoch => Err(CopyError::FutureEpoch {
+            offset,
+            found: v >> layout::SEQ_BITS,
+            epoch,
+        }),
+        Some((v, offset)) if v >> layout::SEQ_BITS == epoch => {
+            if v & seq_mask == seq_mask {
+                return Err(CopyError::SequenceExhausted(offset));
+            }
+            Ok((v & seq_mask) + 1)
+        }
+        _ => Ok(1),
     }
 }
 
@@ -794,6 +1088,109 @@ mod tests {
         assert!(matches!(copy_err(r, &src), CopyError::Unreachable { .. }));
     }
 
+    /// What a migration target does: the header, then the log in pieces ending at
+    /// `cuts` (any offsets), each scanned as it lands, then the rest up to the tail.
+    fn built_copy(src: &Fragment, cuts: &[usize]) -> Result<Fragment, StoreError> {
+        let mut region = Region::create(src.region_len(), false).expect("region");
+        let from = src.region().bytes();
+        region.bytes_mut()[..layout::HEADER_LEN].copy_from_slice(&from[..layout::HEADER_LEN]);
+        let mut b = CopyBuilder::new(region, src.id(), src.lo().clone(), src.hi().cloned())?;
+        let tail = src.log_tail();
+        let mut at = src.log_start();
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.clamp(at, tail)).collect();
+        cuts.sort_unstable();
+        for cut in cuts.into_iter().chain([tail]) {
+            b.region_mut().bytes_mut()[at..cut].copy_from_slice(&from[at..cut]);
+            at = cut;
+            assert!(b.extend(cut)? <= cut);
+        }
+        b.finish(tail)
+    }
+
+    #[test]
+    fn built_copy_equals_the_source_byte_for_byte() {
+        let src = busy(4);
+        let copy = built_copy(&src, &[]).unwrap();
+        // Same index bytes, not only the same answers: the crc covers the whole index.
+        assert_same(&src, &copy, 0);
+        assert_same(&src, &copy, 1_100);
+        assert_eq!(copy.next_seq, src.next_seq);
+        assert_eq!(copy.changes(), copy_of(&src).unwrap().changes());
+        let compacted = src.compact(1 << 20, 0, 0, false).unwrap();
+        assert_same(&compacted, &built_copy(&compacted, &[]).unwrap(), 0);
+        let at = src.split_key(0).unwrap().unwrap();
+        let (lower, upper) = src.split(at.clone(), 6, 1 << 20, 0, false).unwrap();
+        for half in [&lower, &upper] {
+            assert_same(half, &built_copy(half, &[]).unwrap(), 0);
+        }
+        // The range is enforced on every key of the log.
+        let wrong = CopyBuilder::new(copy_region(&upper), 6, Bytes::new(), Some(at))
+            .and_then(|mut b| b.extend(upper.log_tail()).map(|_| ()));
+        assert!(matches!(wrong, Err(CopyError::OutOfRange { .. })));
+        let empty = frag(1, 64 << 10);
+        assert_same(&empty, &built_copy(&empty, &[]).unwrap(), 0);
+    }
+
+    #[test]
+    fn delta_crcs_tile_the_log_and_see_a_changed_byte() {
+        let mut src = busy(3);
+        let mut copy = CopyBuilder::new(copy_region(&src), 3, Bytes::new(), None).unwrap();
+        let (start, t1) = (src.log_start(), src.log_tail());
+        copy.extend(t1).unwrap();
+        assert_eq!(src.log_delta_crc(start, t1), copy.delta_crc(start, t1));
+        for i in 0..50u32 {
+            src.put(format!("late{i}").as_bytes(), b"v", None).unwrap();
+        }
+        let t2 = src.log_tail();
+        copy.region_mut().bytes_mut()[t1..t2].copy_from_slice(&src.region().bytes()[t1..t2]);
+        copy.extend(t2).unwrap();
+        assert_eq!(src.log_delta_crc(t1, t2), copy.delta_crc(t1, t2));
+        // Retiring (state) does not change it; ranges outside the log are refused.
+        src.retire();
+        assert_eq!(src.log_delta_crc(t1, t2), copy.delta_crc(t1, t2));
+        assert_eq!(src.log_delta_crc(start - 8, t2), None);
+        assert_eq!(src.log_delta_crc(t1, t2 + 8), None);
+        assert_eq!(src.log_delta_crc(t2, t1), None);
+        // A changed log byte of the delta, or a changed header word, shows.
+        let good = copy.delta_crc(t1, t2);
+        for at in [
+            t1,
+            t2 - 1,
+            header::EPOCH,
+            header::GENERATION,
+            header::FRAGMENT_ID,
+        ] {
+            copy.region_mut().bytes_mut()[at] ^= 1;
+            assert_ne!(copy.delta_crc(t1, t2), good, "byte {at}");
+            copy.region_mut().bytes_mut()[at] ^= 1;
+        }
+        let copy = copy.finish(t2).unwrap();
+        src.region
+            .store_release_u32(header::STATE, layout::STATE_LIVE);
+        assert_same(&src, &copy, 0);
+    }
+
+    #[test]
+    fn builder_refuses_bad_tails_and_torn_logs() {
+        let src = busy(9);
+        let tail = src.log_tail();
+        // A tail inside a record, past the region, before the log.
+        for bad in [tail - 8, src.region_len() + 8, src.log_start() - 8] {
+            let mut b = CopyBuilder::new(copy_region(&src), 9, Bytes::new(), None).unwrap();
+            b.extend(tail).unwrap();
+            assert!(b.finish(bad).is_err(), "tail {bad}");
+        }
+        // Zeroed log bytes (a piece that never arrived).
+        let mut r = copy_region(&src);
+        r.bytes_mut()[tail - 64..tail].fill(0);
+        let b = CopyBuilder::new(r, 9, Bytes::new(), None).unwrap();
+        assert!(matches!(b.finish(tail), Err(StoreError::BadCopy(_))));
+        assert!(matches!(
+            CopyBuilder::new(copy_region(&src), 8, Bytes::new(), None),
+            Err(CopyError::WrongFragment { .. })
+        ));
+    }
+
     mod props {
         use super::*;
 
@@ -881,6 +1278,49 @@ mod tests {
                 }
                 prop_assert_eq!(src.live_keys(), copy.live_keys());
                 prop_assert_eq!(src.live_bytes(), copy.live_bytes());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Pieces ending anywhere give the same fragment as one pass, and the same
+            /// bytes as the source (index included).
+            #[test]
+            fn built_in_pieces_equals_the_source(
+                ops in proptest::collection::vec(op(), 0..300),
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+            ) {
+                let (src, now) = source(&ops);
+                let span = src.log_tail() - src.log_start() + 1;
+                let cuts: Vec<usize> =
+                    cuts.iter().map(|c| src.log_start() + c.index(span)).collect();
+                let whole = built_copy(&src, &[]).unwrap();
+                let pieces = built_copy(&src, &cuts).unwrap();
+                assert_same(&src, &pieces, now);
+                prop_assert_eq!(whole.content_crc(), pieces.content_crc());
+                prop_assert_eq!(whole.next_seq, pieces.next_seq);
+                prop_assert_eq!(whole.changes(), pieces.changes());
+                prop_assert_eq!(whole.expiring(), pieces.expiring());
+            }
+
+            /// Any one changed log byte fails the record checks or the delta crc.
+            #[test]
+            fn one_changed_log_byte_is_seen(
+                ops in proptest::collection::vec(op(), 1..150),
+                pick in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let (src, _) = source(&ops);
+                let (start, tail) = (src.log_start(), src.log_tail());
+                prop_assume!(tail > start);
+                let at = start + pick.index(tail - start);
+                let mut r = copy_region(&src);
+                r.bytes_mut()[at] ^= flip;
+                let b = CopyBuilder::new(r, 1, Bytes::new(), None).unwrap();
+                let crc_differs = b.delta_crc(start, tail) != src.log_delta_crc(start, tail);
+                prop_assert!(crc_differs);
+                prop_assert!(b.finish(tail).is_err() || crc_differs);
             }
         }
 
