@@ -300,7 +300,11 @@ impl<'a> CleanTick<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct InFlight {
     pub decided_tick: u64,
+    pub decided_ms: u64,
 }
+
+/// Most ticks the forecast horizon is stretched by to cover a migration's duration.
+const MAX_LEAD_TICKS: usize = 10;
 
 /// The controller. One per node that runs placement (the integrator picks which).
 pub struct Controller {
@@ -313,6 +317,8 @@ pub struct Controller {
     in_flight: HashMap<u64, InFlight>,
     /// Tick of each fragment's last move (cooldown).
     last_change: HashMap<u64, u64>,
+    /// Smoothed time from a move's decision to its report of success, ms.
+    migration_ms: Option<f64>,
 }
 
 impl Controller {
@@ -324,6 +330,7 @@ impl Controller {
             feedback: Feedback::default(),
             in_flight: HashMap::new(),
             last_change: HashMap::new(),
+            migration_ms: None,
             tick: 0,
             config,
         }
@@ -384,6 +391,9 @@ impl Controller {
 
         self.feedback.observe(self.policy, &clean, &self.config);
         let reactive = self.reactive.tick(&clean, &self.config, &self.in_flight);
+        // A move decided now lands `lead` ticks later: judge it by the forecast for the
+        // horizon after that, so a predicted shift is acted on early enough to be in place.
+        self.predictive.set_lead(self.lead_ticks());
         let predictive =
             self.predictive
                 .tick(&clean, &self.config, &self.in_flight, &self.last_change);
@@ -399,8 +409,13 @@ impl Controller {
                 .iter()
                 .find(|f| f.id == fragment)
                 .map_or(0, |f| f.owner);
-            self.in_flight
-                .insert(fragment, InFlight { decided_tick: tick });
+            self.in_flight.insert(
+                fragment,
+                InFlight {
+                    decided_tick: tick,
+                    decided_ms: input.now_ms,
+                },
+            );
             self.last_change.insert(fragment, tick);
             self.feedback
                 .record(self.policy, decision, fragment, from, to, tick);
@@ -414,13 +429,28 @@ impl Controller {
     /// A decision was carried out (`moved`) or failed. Observed benefit accrues over the
     /// following `payback_ticks` ticks' rates.
     pub fn outcome(&mut self, fragment: u64, moved: bool, now_ms: u64) {
-        let _ = now_ms;
-        self.in_flight.remove(&fragment);
+        let decided = self.in_flight.remove(&fragment);
+        if let Some(decided) = decided.filter(|_| moved) {
+            let took = now_ms.saturating_sub(decided.decided_ms) as f64;
+            self.migration_ms = Some(match self.migration_ms {
+                Some(m) => 0.75 * m + 0.25 * took,
+                None => took,
+            });
+        }
         if moved {
             self.last_change.insert(fragment, self.tick);
         }
         self.feedback
             .outcome(fragment, moved, self.tick, self.config.payback_ticks());
+    }
+
+    /// Whole ticks a migration takes (decision to reported success, smoothed), at most
+    /// `MAX_LEAD_TICKS`. Rounded down: the report itself arrives up to a tick late.
+    pub fn lead_ticks(&self) -> usize {
+        let tick = self.config.tick_ms.max(1) as f64;
+        self.migration_ms
+            .map_or(0, |ms| (ms / tick).floor() as usize)
+            .min(MAX_LEAD_TICKS)
     }
 
     /// Decisions handed out and not yet reported through `outcome` (nor timed out).
@@ -440,6 +470,12 @@ impl Controller {
             Some(season) => report.push_str(&format!("season {season} ticks\n")),
             None => report.push_str("season none\n"),
         }
+        report.push_str(&format!(
+            "migration lead {} ticks (decision to done {})\n",
+            self.lead_ticks(),
+            self.migration_ms
+                .map_or("unknown".to_string(), |ms| format!("{ms:.0} ms"))
+        ));
         report
     }
 }

@@ -25,6 +25,8 @@ pub struct Predictive {
     season: Option<usize>,
     /// The last detection's answer and how many checks in a row gave it.
     candidate: Option<(usize, u32)>,
+    /// Ticks a migration takes to land: forecasts start this far ahead.
+    lead: usize,
 }
 
 /// How often (ticks) the period detector runs, and how many hot fragments it looks at.
@@ -77,7 +79,12 @@ impl Predictive {
             nodes: NodeIds::default(),
             season,
             candidate: None,
+            lead: 0,
         }
+    }
+
+    pub fn set_lead(&mut self, lead: usize) {
+        self.lead = lead;
     }
 
     pub fn season(&self) -> Option<usize> {
@@ -121,6 +128,7 @@ impl Predictive {
         let mut forecast = Affinity::default();
         let mut predictor =
             Predictor::new(self.fragments.len(), predictor_config(config, Some(season)));
+        predictor.set_window(self.lead, config.horizon_ticks.clamp(1, 1_000));
         for i in 0..length {
             for ((fragment, node), samples) in &history {
                 // Series are aligned at their newest sample.
@@ -177,6 +185,8 @@ impl Predictive {
         }
 
         // 3. Forecast, then hints on top.
+        self.predictor
+            .set_window(self.lead, config.horizon_ticks.clamp(1, 1_000));
         let mut forecast = self.predictor.tick();
         if let Some(rebuilt) = self.maybe_adopt_season(input.tick, config) {
             // The rebuilt forecasters replayed this tick too: theirs is the forecast.

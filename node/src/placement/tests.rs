@@ -678,3 +678,65 @@ fn predictive_leaves_cold_noise_alone() {
         "the hot fragment did not follow its clients"
     );
 }
+
+/// The moving hotspot with migrations that take 2.5 ticks to land (the fragment changes
+/// owner, and the outcome is reported, 3 ticks after the decision). Returns, for each shift
+/// after warm-up, the hot fragment's decision tick relative to the shift, and the lead the
+/// controller learnt.
+fn decision_offsets_with_slow_moves() -> (Vec<i64>, usize) {
+    let ticks = 240;
+    let warm_up = 90;
+    let mut controller = Controller::new(Policy::Predictive, periodic_config());
+    let mut frags = fragments(8, &NODES);
+    frags.push(fragment(HOT, 1, b"\xf0", None));
+    let mut rng = SplitMix64::new(11);
+    let mut workload = moving_hotspot(&mut rng);
+    // (lands at tick, fragment, to)
+    let mut landing: Vec<(u64, u64, u64)> = Vec::new();
+    let mut offsets = Vec::new();
+    for t in 0..ticks {
+        for &(at, fragment, to) in landing.iter().filter(|l| l.0 == t) {
+            if let Some(f) = frags.iter_mut().find(|f| f.id == fragment) {
+                f.owner = to;
+            }
+            controller.outcome(fragment, true, t * 1_000);
+            let _ = at;
+        }
+        landing.retain(|l| l.0 != t);
+        let rates = workload(t, &frags);
+        let input = TickInput {
+            now_ms: t * 1_000,
+            fragments: &frags,
+            nodes: &NODES,
+            rates: &rates,
+            hints: &[],
+        };
+        for d in controller.tick(&input) {
+            let Action::Migrate { fragment, to } = d.action;
+            landing.push((t + 3, fragment, to));
+            if fragment == HOT && t >= warm_up {
+                // The shift this move is for: the nearest multiple of the period.
+                let shift = ((t + PERIOD_K / 2) / PERIOD_K) * PERIOD_K;
+                offsets.push(t as i64 - shift as i64);
+            }
+        }
+    }
+    (offsets, controller.lead_ticks())
+}
+
+#[test]
+fn slow_migrations_are_started_earlier() {
+    let (offsets, lead) = decision_offsets_with_slow_moves();
+    println!("lead {lead} ticks; hot fragment decided at {offsets:?} ticks from each shift");
+    assert_eq!(lead, 3, "3 ticks from decision to reported success");
+    assert!(
+        offsets.len() >= 8,
+        "too few moves of the hot fragment: {offsets:?}"
+    );
+    // Decided at least 3 ticks ahead, so the move (3 ticks) lands by the shift.
+    let early = offsets.iter().filter(|&&o| o <= -3).count();
+    assert!(
+        early * 10 >= offsets.len() * 8,
+        "most moves should be decided >= 3 ticks before their shift: {offsets:?}"
+    );
+}
