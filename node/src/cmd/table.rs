@@ -28,6 +28,8 @@ const fn spec(
 
 const W: &[&str] = &["write", "denyoom", "fast"];
 const WS: &[&str] = &["write"];
+const WF: &[&str] = &["write", "fast"];
+const WD: &[&str] = &["write", "denyoom"];
 const R: &[&str] = &["readonly", "fast"];
 const RS: &[&str] = &["readonly"];
 const C: &[&str] = &["fast", "no-auth"];
@@ -51,6 +53,12 @@ pub static COMMANDS: &[Spec] = &[
     spec("decrby", 3, W, ONE),
     spec("append", 3, W, ONE),
     spec("strlen", 2, R, ONE),
+    spec("getex", -2, WF, ONE),
+    spec("getrange", 4, RS, ONE),
+    spec("substr", 4, RS, ONE),
+    spec("setrange", 4, WD, ONE),
+    spec("incrbyfloat", 3, W, ONE),
+    spec("object", -2, RS, (2, 2, 1)),
     spec("expire", -3, WS, ONE),
     spec("pexpire", -3, WS, ONE),
     spec("expireat", -3, WS, ONE),
@@ -64,6 +72,8 @@ pub static COMMANDS: &[Spec] = &[
     spec("unlink", -2, WS, (1, -1, 1)),
     spec("exists", -2, R, (1, -1, 1)),
     spec("type", 2, R, ONE),
+    spec("touch", -2, R, (1, -1, 1)),
+    spec("randomkey", 1, RS, NONE),
     spec("scan", -2, RS, NONE),
     spec("keys", 2, RS, NONE),
     spec("dbsize", 1, R, NONE),
