@@ -88,6 +88,14 @@ pub enum KeyOp {
     /// INCRBYFLOAT: the increment as sent (checked to be a valid float by the parser).
     IncrByFloat(Bytes),
     Object(ObjectField),
+    /// RENAME/COPY's read: `[value, expire_at_ms or -1]`, or Null.
+    GetWithExpiry,
+    /// RENAME's last step: delete the key only if it still holds what was copied,
+    /// so a write that came in between is not lost. 1 if deleted.
+    DelIfSame {
+        value: Bytes,
+        expire_at_ms: Option<u64>,
+    },
 }
 
 /// What OBJECT asks about a key.
@@ -124,6 +132,7 @@ impl KeyOp {
                 | KeyOp::GetRange { .. }
                 | KeyOp::Object(_)
                 | KeyOp::GetEx(None)
+                | KeyOp::GetWithExpiry
         )
     }
 
@@ -354,6 +363,22 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             };
             super::object::answer(*field, r.value)
         }
+        KeyOp::GetWithExpiry => match frag.get(key, now)? {
+            Some(r) => Frame::Array(vec![
+                bulk(r.value),
+                Frame::Integer(r.expire_at_ms.map_or(-1, |t| t as i64)),
+            ]),
+            None => Frame::Null,
+        },
+        KeyOp::DelIfSame {
+            value,
+            expire_at_ms,
+        } => match current(frag)? {
+            Some((v, e)) if v == *value && e == *expire_at_ms => {
+                Frame::Integer(frag.delete(key, now)? as i64)
+            }
+            _ => Frame::Integer(0),
+        },
     })
 }
 

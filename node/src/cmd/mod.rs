@@ -18,6 +18,7 @@ mod float;
 mod get;
 mod incr;
 mod object;
+mod rename;
 mod scan;
 mod server;
 mod set;
@@ -26,6 +27,7 @@ mod strings;
 use bytes::Bytes;
 
 pub use keyop::{apply, KeyOp, KeyRequest};
+pub use rename::{execute as execute_move, MoveKind, MovePlan};
 
 use crate::resp::Frame;
 
@@ -119,6 +121,8 @@ pub enum Plan {
     Keys(KeyPlan),
     /// A reply known at parse time (OBJECT HELP).
     Reply(Frame),
+    /// RENAME, RENAMENX, COPY: two keys, possibly on different cores.
+    Move(MovePlan),
     Conn(ConnCmd),
     Fanout(FanoutCmd),
     /// AUGUR MIGRATE: move a fragment to node `to` (runs until it is done).
@@ -176,6 +180,7 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
             strings::parse(&name, rest, ctx)
         }
         "OBJECT" => object::parse(rest),
+        "RENAME" | "RENAMENX" | "COPY" => rename::parse(&name, rest),
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "EXPIRETIME"
         | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
         "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(&name, rest),

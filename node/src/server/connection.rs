@@ -268,6 +268,7 @@ pub async fn execute_batch(
                     Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
                     Plan::Fanout(f) => fanout(ctx, f).await,
                     Plan::Reply(f) => f,
+                    Plan::Move(m) => move_keys(ctx, m).await,
                     Plan::Migrate { fragment, to } => migrate(ctx, fragment, to).await,
                     Plan::SetPolicy(p) => {
                         ctx.shared.set_policy(&p);
@@ -456,6 +457,36 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
         } => scan(ctx, cursor, pattern, count, strings).await,
         FanoutCmd::RandomKey => random_key(ctx).await,
     }
+}
+
+/// RENAME, RENAMENX, COPY (see `cmd::rename`): both keys must be on this node's
+/// cores, since a lost step between nodes could leave the key in both places.
+async fn move_keys(ctx: &CoreCtx, plan: cmd::MovePlan) -> Frame {
+    use crate::router::table::Owner;
+    let routes = ctx.shared.routes.snapshot();
+    for key in [&plan.src, &plan.dst] {
+        match routes.owner_of(key) {
+            // Unassigned: the steps themselves answer CLUSTERDOWN, changing nothing.
+            Owner::Core(_) | Owner::Unassigned => {}
+            Owner::Node(n) => {
+                return Frame::error(format!(
+                    "CROSSNODE '{}' needs both keys on the node serving the connection; key '{}' is on node {n}",
+                    plan.name(),
+                    String::from_utf8_lossy(&key[..key.len().min(128)])
+                ))
+            }
+        }
+    }
+    if matches!(plan.kind, cmd::MoveKind::Copy { .. }) && ctx.shared.over_maxmemory() {
+        return Frame::error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
+    cmd::execute_move(plan, |req| async move {
+        ctx.run_keys(vec![req])
+            .await
+            .pop()
+            .unwrap_or_else(|| Frame::error("ERR internal: no reply"))
+    })
+    .await
 }
 
 /// RANDOMKEY: the first key after a random point (wrapping to the first key), asked
