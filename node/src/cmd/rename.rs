@@ -1,7 +1,7 @@
 //! RENAME, RENAMENX, COPY.
 //!
 //! The two keys may live on different cores, so these run as three per-key steps
-//! (see docs/decisions/0013-rename-copy.md): read the source with its expiry, write
+//! (see docs/decisions/rename-copy-across-cores.md): read the source with its expiry, write
 //! the destination (conditionally for RENAMENX and COPY without REPLACE), then, for
 //! RENAME, delete the source only if it still holds what was copied. A failure
 //! before the last step leaves the source untouched; nothing is ever half-moved.
