@@ -208,4 +208,29 @@ fn rename_and_copy_across_cores() {
     assert_eq!(c.get::<_, String>(&a).unwrap(), "v1");
     assert!(err(&mut c, &["COPY", &a, &b, "DB", "1"]).contains("DB index is out of range"));
     assert!(err(&mut c, &["COPY", &a, &a]).contains("source and destination objects are the same"));
+
+    // MSETNX: atomic on one core; keys on two cores are refused, nothing written.
+    let same_core = format!("{a}-2");
+    assert_eq!(core_of(&mut c, &same_core), core_of(&mut c, &a));
+    let _: i64 = c.del(&[&a, &b]).unwrap();
+    assert_eq!(
+        cmd::<i64>(&mut c, &["MSETNX", &a, "1", &same_core, "2"]).unwrap(),
+        1
+    );
+    assert_eq!(c.get::<_, String>(&same_core).unwrap(), "2");
+    assert_eq!(
+        cmd::<i64>(&mut c, &["MSETNX", "k0-3", "1", &a, "9"]).unwrap(),
+        0
+    );
+    assert_eq!(c.exists::<_, i64>("k0-3").unwrap(), 0);
+    let e = err(&mut c, &["MSETNX", &a, "1", &b, "2"]);
+    assert!(
+        e.contains("CrossSlot: MSETNX keys must all be on one core"),
+        "{e}"
+    );
+    assert!(err(&mut c, &["MSETNX", "k0-4", "1", &b, "2"]).contains("CrossSlot: MSETNX keys"));
+    assert_eq!(c.exists::<_, i64>(&["k0-4", b.as_str()]).unwrap(), 0);
+    assert!(
+        err(&mut c, &["MSETNX", &a, "1", &b]).contains("wrong number of arguments for 'msetnx'")
+    );
 }

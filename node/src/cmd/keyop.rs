@@ -13,6 +13,18 @@ pub struct KeyRequest {
     pub op: KeyOp,
 }
 
+impl KeyRequest {
+    /// Every key the request touches: its own, and MSETNX's others (all must be
+    /// on the same core, which the shard checks).
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        let others: &[(Bytes, Bytes)] = match &self.op {
+            KeyOp::MSetNx { pairs, .. } => pairs,
+            _ => &[],
+        };
+        std::iter::once(&self.key).chain(others.iter().map(|(k, _)| k))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetCond {
     Always,
@@ -88,6 +100,13 @@ pub enum KeyOp {
     /// INCRBYFLOAT: the increment as sent (checked to be a valid float by the parser).
     IncrByFloat(Bytes),
     Object(ObjectField),
+    /// MSETNX: set the request's key to `first` and every other pair, only if none
+    /// exists; executed by the shard (`Shard::execute`), which needs every key on
+    /// its core. `apply` refuses it: one fragment cannot do it all or nothing.
+    MSetNx {
+        first: Bytes,
+        pairs: Vec<(Bytes, Bytes)>,
+    },
     /// RENAME/COPY's read: `[value, expire_at_ms or -1]`, or Null.
     GetWithExpiry,
     /// RENAME's last step: delete the key only if it still holds what was copied,
@@ -115,6 +134,9 @@ impl KeyOp {
             | KeyOp::SetNx(value)
             | KeyOp::Append { value, .. }
             | KeyOp::SetRange { value, .. } => value.len(),
+            KeyOp::MSetNx { first, pairs } => {
+                first.len() + pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            }
             _ => 0,
         }
     }
@@ -146,6 +168,7 @@ impl KeyOp {
                 | KeyOp::Append { .. }
                 | KeyOp::SetRange { .. }
                 | KeyOp::IncrByFloat(_)
+                | KeyOp::MSetNx { .. }
         )
     }
 }
@@ -363,6 +386,7 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             };
             super::object::answer(*field, r.value)
         }
+        KeyOp::MSetNx { .. } => Frame::error("ERR internal: MSETNX runs in the shard"),
         KeyOp::GetWithExpiry => match frag.get(key, now)? {
             Some(r) => Frame::Array(vec![
                 bulk(r.value),

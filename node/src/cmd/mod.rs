@@ -174,7 +174,9 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
     let rest = &args[1..];
     match name.as_str() {
         "GET" | "GETDEL" | "MGET" => get::parse(&name, rest),
-        "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" => set::parse(&name, rest, ctx),
+        "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" | "MSETNX" => {
+            set::parse(&name, rest, ctx)
+        }
         "INCR" | "DECR" | "INCRBY" | "DECRBY" => incr::parse(&name, rest),
         "APPEND" | "STRLEN" | "GETEX" | "GETRANGE" | "SUBSTR" | "SETRANGE" | "INCRBYFLOAT" => {
             strings::parse(&name, rest, ctx)

@@ -47,6 +47,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("psetex", 4, W, ONE),
     spec("getset", 3, W, ONE),
     spec("mset", -3, W, (1, -1, 2)),
+    spec("msetnx", -3, WD, (1, -1, 2)),
     spec("incr", 2, W, ONE),
     spec("decr", 2, W, ONE),
     spec("incrby", 3, W, ONE),
