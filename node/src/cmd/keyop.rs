@@ -322,11 +322,13 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             "none"
         }),
         KeyOp::GetEx(ttl) => {
-            let Some((value, _)) = current(frag)? else {
+            let Some((value, expire)) = current(frag)? else {
                 return Ok(Frame::Null);
             };
             match ttl {
                 None | Some(Ttl::Keep) => {}
+                // PERSIST on a key without a TTL changes nothing (no rewrite).
+                Some(Ttl::Clear) if expire.is_none() => {}
                 Some(Ttl::Clear) => frag.put(key, &value, None)?,
                 // EXAT/PXAT in the past: Redis replies with the value, then deletes.
                 Some(Ttl::At(t)) if *t <= now => {
