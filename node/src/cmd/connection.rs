@@ -22,7 +22,11 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
             },
             _ => return Err(Frame::error(args::SYNTAX)),
         },
-        "SELECT" => ConnCmd::Select(int_arg(&args[0])?),
+        "SELECT" => match int_arg(&args[0])? {
+            0 => ConnCmd::Select(0),
+            // augur is a cluster: like Redis Cluster, only database 0 exists.
+            _ => return Err(Frame::error("ERR SELECT is not allowed in cluster mode")),
+        },
         "QUIT" => ConnCmd::Quit,
         "HELLO" => hello(args)?,
         _ => client(args)?,

@@ -1,4 +1,6 @@
-//! DEL, UNLINK, EXISTS, TYPE.
+//! DEL, UNLINK, EXISTS, TOUCH, TYPE.
+//!
+//! TOUCH counts existing keys like EXISTS: augur keeps no access times to update.
 
 use bytes::Bytes;
 
@@ -9,7 +11,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
     if name == "TYPE" {
         return Ok(Plan::one(args[0].clone(), KeyOp::Type));
     }
-    let op = if name == "EXISTS" {
+    let op = if name == "EXISTS" || name == "TOUCH" {
         KeyOp::Exists
     } else {
         KeyOp::Del

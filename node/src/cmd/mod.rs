@@ -14,8 +14,11 @@ pub mod table;
 mod connection;
 mod del;
 mod expire;
+mod float;
 mod get;
 mod incr;
+mod object;
+mod rename;
 mod scan;
 mod server;
 mod set;
@@ -24,6 +27,7 @@ mod strings;
 use bytes::Bytes;
 
 pub use keyop::{apply, KeyOp, KeyRequest};
+pub use rename::{execute as execute_move, MoveKind, MovePlan};
 
 use crate::resp::Frame;
 
@@ -101,6 +105,7 @@ pub enum FanoutCmd {
         strings: bool,
     },
     Keys(Bytes),
+    RandomKey,
 }
 
 /// Which table fragment a cluster command names.
@@ -114,6 +119,10 @@ pub enum FragmentRef {
 #[derive(Debug)]
 pub enum Plan {
     Keys(KeyPlan),
+    /// A reply known at parse time (OBJECT HELP).
+    Reply(Frame),
+    /// RENAME, RENAMENX, COPY: two keys, possibly on different cores.
+    Move(MovePlan),
     Conn(ConnCmd),
     Fanout(FanoutCmd),
     /// AUGUR MIGRATE: move a fragment to node `to` (runs until it is done).
@@ -165,13 +174,20 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
     let rest = &args[1..];
     match name.as_str() {
         "GET" | "GETDEL" | "MGET" => get::parse(&name, rest),
-        "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" => set::parse(&name, rest, ctx),
+        "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" | "MSETNX" => {
+            set::parse(&name, rest, ctx)
+        }
         "INCR" | "DECR" | "INCRBY" | "DECRBY" => incr::parse(&name, rest),
-        "APPEND" | "STRLEN" => strings::parse(&name, rest, ctx),
+        "APPEND" | "STRLEN" | "GETEX" | "GETRANGE" | "SUBSTR" | "SETRANGE" | "INCRBYFLOAT" => {
+            strings::parse(&name, rest, ctx)
+        }
+        "OBJECT" => object::parse(rest),
+        "RENAME" | "RENAMENX" | "COPY" => rename::parse(&name, rest),
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "EXPIRETIME"
         | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
-        "DEL" | "UNLINK" | "EXISTS" | "TYPE" => del::parse(&name, rest),
+        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(&name, rest),
         "SCAN" | "KEYS" => scan::parse(&name, rest),
+        "RANDOMKEY" => Ok(Plan::Fanout(FanoutCmd::RandomKey)),
         "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" | "AUGUR" => {
             server::parse(&name, rest)
         }
@@ -241,6 +257,77 @@ mod tests {
         );
         assert_eq!(err(&["incrby", "k", "1.5"]), args::NOT_INTEGER);
         assert_eq!(err(&["scan", "x"]), "ERR invalid cursor");
+    }
+
+    #[test]
+    fn string_command_errors_match_redis() {
+        assert_eq!(err(&["getex", "k", "ex"]), args::SYNTAX);
+        assert_eq!(err(&["getex", "k", "ex", "1", "px", "1"]), args::SYNTAX);
+        assert_eq!(err(&["getex", "k", "persist", "ex", "1"]), args::SYNTAX);
+        assert_eq!(err(&["getex", "k", "bogus"]), args::SYNTAX);
+        assert_eq!(err(&["getex", "k", "ex", "x"]), args::NOT_INTEGER);
+        assert_eq!(
+            err(&["getex", "k", "px", "0"]),
+            "ERR invalid expire time in 'getex' command"
+        );
+        assert_eq!(
+            err(&["getex", "k", "ex", "9223372036854775807"]),
+            "ERR invalid expire time in 'getex' command"
+        );
+        assert_eq!(
+            err(&["getex"]),
+            "ERR wrong number of arguments for 'getex' command"
+        );
+        assert_eq!(err(&["getrange", "k", "a", "1"]), args::NOT_INTEGER);
+        assert_eq!(
+            err(&["getrange", "k", "1"]),
+            "ERR wrong number of arguments for 'getrange' command"
+        );
+        assert_eq!(
+            err(&["substr", "k", "1", "2", "3"]),
+            "ERR wrong number of arguments for 'substr' command"
+        );
+        assert_eq!(
+            err(&["setrange", "k", "-1", "v"]),
+            "ERR offset is out of range"
+        );
+        assert_eq!(err(&["setrange", "k", "x", "v"]), args::NOT_INTEGER);
+        assert_eq!(
+            err(&["incrbyfloat", "k", "abc"]),
+            "ERR value is not a valid float"
+        );
+        assert_eq!(
+            err(&["incrbyfloat", "k"]),
+            "ERR wrong number of arguments for 'incrbyfloat' command"
+        );
+        assert_eq!(
+            err(&["touch"]),
+            "ERR wrong number of arguments for 'touch' command"
+        );
+        assert_eq!(
+            err(&["randomkey", "x"]),
+            "ERR wrong number of arguments for 'randomkey' command"
+        );
+        assert_eq!(
+            err(&["select", "1"]),
+            "ERR SELECT is not allowed in cluster mode"
+        );
+        assert_eq!(err(&["select", "x"]), args::NOT_INTEGER);
+        assert!(matches!(
+            p(&["select", "0"]),
+            Ok(Plan::Conn(ConnCmd::Select(0)))
+        ));
+        let Ok(Plan::Keys(plan)) = p(&["GETEX", "k", "PXAT", "5"]) else {
+            panic!("not a key plan")
+        };
+        assert!(matches!(
+            plan.reqs[0].op,
+            KeyOp::GetEx(Some(keyop::Ttl::At(5)))
+        ));
+        let Ok(Plan::Keys(plan)) = p(&["TOUCH", "a", "b"]) else {
+            panic!("not a key plan")
+        };
+        assert_eq!(plan.combine, Combine::Sum);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, SETEX, PSETEX, GETSET, MSET.
+//! SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, SETEX, PSETEX, GETSET, MSET, MSETNX.
 
 use bytes::Bytes;
 
@@ -75,6 +75,23 @@ pub fn parse(name: &str, args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Fra
                     .collect(),
                 combine: Combine::Ok,
             })
+        }
+        "MSETNX" => {
+            if !args.len().is_multiple_of(2) {
+                return Err(args::wrong_arity("msetnx"));
+            }
+            // One request, routed by its first key; the shard runs it all or
+            // nothing, and refuses keys spread over cores (see `Shard::msetnx`).
+            Plan::one(
+                args[0].clone(),
+                KeyOp::MSetNx {
+                    first: args[1].clone(),
+                    pairs: args[2..]
+                        .chunks(2)
+                        .map(|kv| (kv[0].clone(), kv[1].clone()))
+                        .collect(),
+                },
+            )
         }
         _ => parse_set(args, ctx)?,
     })

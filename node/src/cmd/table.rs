@@ -28,6 +28,8 @@ const fn spec(
 
 const W: &[&str] = &["write", "denyoom", "fast"];
 const WS: &[&str] = &["write"];
+const WF: &[&str] = &["write", "fast"];
+const WD: &[&str] = &["write", "denyoom"];
 const R: &[&str] = &["readonly", "fast"];
 const RS: &[&str] = &["readonly"];
 const C: &[&str] = &["fast", "no-auth"];
@@ -45,12 +47,19 @@ pub static COMMANDS: &[Spec] = &[
     spec("psetex", 4, W, ONE),
     spec("getset", 3, W, ONE),
     spec("mset", -3, W, (1, -1, 2)),
+    spec("msetnx", -3, WD, (1, -1, 2)),
     spec("incr", 2, W, ONE),
     spec("decr", 2, W, ONE),
     spec("incrby", 3, W, ONE),
     spec("decrby", 3, W, ONE),
     spec("append", 3, W, ONE),
     spec("strlen", 2, R, ONE),
+    spec("getex", -2, WF, ONE),
+    spec("getrange", 4, RS, ONE),
+    spec("substr", 4, RS, ONE),
+    spec("setrange", 4, WD, ONE),
+    spec("incrbyfloat", 3, W, ONE),
+    spec("object", -2, RS, (2, 2, 1)),
     spec("expire", -3, WS, ONE),
     spec("pexpire", -3, WS, ONE),
     spec("expireat", -3, WS, ONE),
@@ -64,6 +73,11 @@ pub static COMMANDS: &[Spec] = &[
     spec("unlink", -2, WS, (1, -1, 1)),
     spec("exists", -2, R, (1, -1, 1)),
     spec("type", 2, R, ONE),
+    spec("touch", -2, R, (1, -1, 1)),
+    spec("rename", 3, WS, (1, 2, 1)),
+    spec("renamenx", 3, WF, (1, 2, 1)),
+    spec("copy", -3, WD, (1, 2, 1)),
+    spec("randomkey", 1, RS, NONE),
     spec("scan", -2, RS, NONE),
     spec("keys", 2, RS, NONE),
     spec("dbsize", 1, R, NONE),

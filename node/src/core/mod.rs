@@ -222,7 +222,9 @@ impl CoreCtx {
     /// Wait, bounded by `FENCE_WAIT`, until none of these keys is fenced any more.
     async fn wait_unfenced(&self, reqs: &[(u32, KeyRequest)]) {
         let deadline = std::time::Instant::now() + FENCE_WAIT;
-        while reqs.iter().any(|(_, r)| self.shared.is_fenced(&r.key))
+        while reqs
+            .iter()
+            .any(|(_, r)| r.keys().any(|k| self.shared.is_fenced(k)))
             && std::time::Instant::now() < deadline
         {
             glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -658,7 +660,7 @@ impl CoreCtx {
                 first_seen += 1;
                 first_seen_remote += u64::from(matches!(owner, Owner::Node(_)));
             }
-            if self.shared.is_fenced(&req.key) {
+            if req.keys().any(|k| self.shared.is_fenced(k)) {
                 fenced.push((i, req));
                 continue;
             }
@@ -972,7 +974,7 @@ async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
                 {
                     let mut shard = ctx.shard.borrow_mut();
                     for (i, req) in reqs {
-                        if ctx.shared.is_fenced(&req.key) {
+                        if req.keys().any(|k| ctx.shared.is_fenced(k)) {
                             out.push((i, Err(req)));
                             continue;
                         }

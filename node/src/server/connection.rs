@@ -267,6 +267,8 @@ pub async fn execute_batch(
                 let reply = match other {
                     Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
                     Plan::Fanout(f) => fanout(ctx, f).await,
+                    Plan::Reply(f) => f,
+                    Plan::Move(m) => move_keys(ctx, m).await,
                     Plan::Migrate { fragment, to } => migrate(ctx, fragment, to).await,
                     Plan::SetPolicy(p) => {
                         ctx.shared.set_policy(&p);
@@ -453,7 +455,76 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
             count,
             strings,
         } => scan(ctx, cursor, pattern, count, strings).await,
+        FanoutCmd::RandomKey => random_key(ctx).await,
     }
+}
+
+/// RENAME, RENAMENX, COPY (see `cmd::rename`): both keys must be on this node's
+/// cores, since a lost step between nodes could leave the key in both places.
+async fn move_keys(ctx: &CoreCtx, plan: cmd::MovePlan) -> Frame {
+    use crate::router::table::Owner;
+    let routes = ctx.shared.routes.snapshot();
+    for key in [&plan.src, &plan.dst] {
+        match routes.owner_of(key) {
+            // Unassigned: the steps themselves answer CLUSTERDOWN, changing nothing.
+            Owner::Core(_) | Owner::Unassigned => {}
+            Owner::Node(n) => {
+                return Frame::error(format!(
+                    "CROSSNODE '{}' needs both keys on the node serving the connection; key '{}' is on node {n}",
+                    plan.name(),
+                    String::from_utf8_lossy(&key[..key.len().min(128)])
+                ))
+            }
+        }
+    }
+    if matches!(plan.kind, cmd::MoveKind::Copy { .. }) && ctx.shared.over_maxmemory() {
+        return Frame::error("OOM command not allowed when used memory > 'maxmemory'.");
+    }
+    cmd::execute_move(plan, |req| async move {
+        ctx.run_keys(vec![req])
+            .await
+            .pop()
+            .unwrap_or_else(|| Frame::error("ERR internal: no reply"))
+    })
+    .await
+}
+
+/// RANDOMKEY: the first key after a random point (wrapping to the first key), asked
+/// of every core as a short scan step. Keys after wide gaps are likelier than
+/// others; Redis promises only "a random key". Null when there are no keys.
+async fn random_key(ctx: &CoreCtx) -> Frame {
+    use rand::Rng;
+    let point: Vec<u8> = {
+        let mut rng = rand::thread_rng();
+        // Printable bytes: keys are mostly text, so a point among them spreads better.
+        (0..8).map(|_| rng.gen_range(0x20u8..0x7f)).collect()
+    };
+    for after in [Some(Bytes::from(point)), None] {
+        let replies = match ctx
+            .fanout(FanoutReq::ScanStep {
+                after,
+                // A few, so that expired keys at the point do not hide live ones.
+                count: 16,
+                pattern: None,
+                started: std::time::Instant::now(),
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let first = replies
+            .into_iter()
+            .filter_map(|r| match r.body {
+                FanoutBody::Scan { keys, .. } => keys.into_iter().next(),
+                _ => None,
+            })
+            .min();
+        if let Some(key) = first {
+            return Frame::Bulk(key);
+        }
+    }
+    Frame::Null
 }
 
 /// One SCAN call: every core examines up to `count` keys after the cursor's key; the

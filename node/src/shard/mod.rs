@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::cmd::keyop::{SetCond, Ttl};
 use crate::cmd::{self, KeyOp, KeyRequest};
 use crate::resp::Frame;
 use crate::router::table::{Owner, Routes};
@@ -44,6 +45,10 @@ impl ShardEnv {
 const MAX_PENDING_TABLE_SPLITS: usize = 1024;
 
 /// What became of a key request given to this core.
+/// MSETNX's refusal when its keys are not all on one core (Redis Cluster's code).
+const MSETNX_SPANS: &str =
+    "CROSSSLOT MSETNX keys must all be on one core to be set atomically; these span cores or nodes";
+
 pub enum Outcome {
     Done(Frame),
     /// The key's fragment lives on another core now; send the request there.
@@ -179,6 +184,11 @@ impl Shard {
 
     /// Execute one key request here, or say where it must go.
     pub fn execute(&mut self, req: &KeyRequest, now: u64) -> Outcome {
+        if let KeyOp::MSetNx { first, pairs } = &req.op {
+            if self.locate(&req.key).is_some() {
+                return Outcome::Done(self.msetnx(&req.key, first, pairs, now));
+            }
+        }
         for _attempt in 0..4 {
             let Some(lo) = self.locate(&req.key) else {
                 return match self.forward_target(&req.key) {
@@ -213,6 +223,62 @@ impl Shard {
             }
         }
         Outcome::Done(Frame::error("ERR internal: no room after compaction"))
+    }
+
+    /// MSETNX, all or nothing: every key must be in a fragment on this core (the
+    /// core runs one request at a time, so nothing interleaves); if none exists all
+    /// are set, and if a set fails the ones already made are removed again (they
+    /// were all absent before).
+    fn msetnx(&mut self, key: &Bytes, first: &Bytes, pairs: &[(Bytes, Bytes)], now: u64) -> Frame {
+        let all: Vec<(&Bytes, &Bytes)> = std::iter::once((key, first))
+            .chain(pairs.iter().map(|(k, v)| (k, v)))
+            .collect();
+        if all.iter().any(|(k, _)| self.locate(k).is_none()) {
+            return Frame::error(MSETNX_SPANS);
+        }
+        for (k, _) in &all {
+            let exists = KeyRequest {
+                key: (*k).clone(),
+                op: KeyOp::Exists,
+            };
+            match self.execute(&exists, now) {
+                Outcome::Done(Frame::Integer(0)) => {}
+                Outcome::Done(Frame::Integer(_)) => return Frame::Integer(0),
+                Outcome::Done(other) => return other,
+                Outcome::Forward(_) => return Frame::error(MSETNX_SPANS),
+            }
+        }
+        let mut written: Vec<Bytes> = Vec::with_capacity(all.len());
+        for (k, v) in &all {
+            let set = KeyRequest {
+                key: (*k).clone(),
+                op: KeyOp::Set {
+                    value: (*v).clone(),
+                    ttl: Ttl::Clear,
+                    cond: SetCond::Always,
+                    get: false,
+                },
+            };
+            let failure = match self.execute(&set, now) {
+                Outcome::Done(f) if !f.is_error() => {
+                    written.push(set.key);
+                    continue;
+                }
+                Outcome::Done(e) => e,
+                Outcome::Forward(_) => Frame::error(MSETNX_SPANS),
+            };
+            for k in written {
+                let undo = KeyRequest {
+                    key: k,
+                    op: KeyOp::Del,
+                };
+                if let Outcome::Done(Frame::Error(e)) = self.execute(&undo, now) {
+                    tracing::error!(core = self.core, "MSETNX rollback failed: {e:?}");
+                }
+            }
+            return failure;
+        }
+        Frame::Integer(1)
     }
 
     /// A fragment is full: split it if it has outgrown half a region, else compact it.
@@ -718,6 +784,50 @@ mod tests {
             op: KeyOp::SetNx(Bytes::from_static(b"v")),
         };
         assert!(matches!(shard.execute(&req, 1), Outcome::Done(_)));
+    }
+
+    fn done(o: Outcome) -> Frame {
+        match o {
+            Outcome::Done(f) => f,
+            Outcome::Forward(c) => panic!("forwarded to {c}"),
+        }
+    }
+
+    #[test]
+    fn msetnx_across_fragments_is_all_or_nothing() {
+        let (mut shard, _) = shard_with_keys(1);
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let msetnx = |pairs: &[(&str, &str)]| KeyRequest {
+            key: b(pairs[0].0),
+            op: KeyOp::MSetNx {
+                first: b(pairs[0].1),
+                pairs: pairs[1..].iter().map(|(k, v)| (b(k), b(v))).collect(),
+            },
+        };
+        let get = |shard: &mut Shard, k: &str| {
+            done(shard.execute(
+                &KeyRequest {
+                    key: b(k),
+                    op: KeyOp::Get,
+                },
+                1,
+            ))
+        };
+        // Keys in three of the four fragments, none existing: all set.
+        let fresh = msetnx(&[("a", "1"), ("k1x", "2"), ("zz", "3")]);
+        assert_eq!(done(shard.execute(&fresh, 1)), Frame::Integer(1));
+        assert_eq!(get(&mut shard, "k1x"), Frame::bulk("2"));
+        assert_eq!(get(&mut shard, "zz"), Frame::bulk("3"));
+        // One exists (a key written by the helper): nothing is set.
+        let blocked = msetnx(&[("b", "1"), ("k2:000000", "x"), ("yy", "3")]);
+        assert_eq!(done(shard.execute(&blocked, 1)), Frame::Integer(0));
+        assert_eq!(get(&mut shard, "b"), Frame::Null);
+        assert_eq!(get(&mut shard, "yy"), Frame::Null);
+        assert_eq!(get(&mut shard, "k2:000000"), Frame::bulk("v"));
+        // The same key twice: the last value wins, as in Redis.
+        let twice = msetnx(&[("c", "1"), ("c", "2")]);
+        assert_eq!(done(shard.execute(&twice, 1)), Frame::Integer(1));
+        assert_eq!(get(&mut shard, "c"), Frame::bulk("2"));
     }
 
     /// A SCAN of up to `max_steps` steps of `count` keys, starting after `from`;
