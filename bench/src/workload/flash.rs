@@ -80,14 +80,7 @@ impl Workload for Flash {
             let site = self.rng.below(p.sites as u64) as u32;
             (site, self.rng.below(p.records))
         };
-        let (op, value_len) = read_or_update(&mut self.rng, p.value_len);
-        Some(Request {
-            at_us: secs_to_us(t),
-            site,
-            op,
-            key: record_key(id, p.records),
-            value_len,
-        })
+        Some(read_or_update(&mut self.rng, &self.params, t, site, id))
     }
 
     fn phases(&self) -> Vec<Phase> {

@@ -65,14 +65,7 @@ impl Workload for Hotspot {
             let site = self.rng.below(self.params.sites as u64) as u32;
             (site, self.rng.below(self.params.records))
         };
-        let (op, value_len) = read_or_update(&mut self.rng, self.params.value_len);
-        Some(Request {
-            at_us: secs_to_us(t),
-            site,
-            op,
-            key: record_key(id, self.params.records),
-            value_len,
-        })
+        Some(read_or_update(&mut self.rng, &self.params, t, site, id))
     }
 
     fn phases(&self) -> Vec<Phase> {

@@ -289,10 +289,25 @@ pub(crate) fn ordered_preload(
 /// decisions also move written data.
 pub(crate) const READ_SHARE: f64 = 0.9;
 
-pub(crate) fn read_or_update(rng: &mut rng::Rng, value_len: u32) -> (Op, u32) {
-    if rng.chance(READ_SHARE) {
+/// The locality workloads' request for record `id` from `site` at `t` seconds: a read, or
+/// (1 − `READ_SHARE`) an update of `value_len` bytes.
+pub(crate) fn read_or_update(
+    rng: &mut rng::Rng,
+    params: &Params,
+    t: f64,
+    site: u32,
+    id: u64,
+) -> Request {
+    let (op, value_len) = if rng.chance(READ_SHARE) {
         (Op::Read, 0)
     } else {
-        (Op::Update, value_len)
+        (Op::Update, params.value_len)
+    };
+    Request {
+        at_us: secs_to_us(t),
+        site,
+        op,
+        key: record_key(id, params.records),
+        value_len,
     }
 }

@@ -75,14 +75,7 @@ impl Workload for Sun {
         } else {
             self.rng.below(p.records)
         };
-        let (op, value_len) = read_or_update(&mut self.rng, p.value_len);
-        Some(Request {
-            at_us: secs_to_us(t),
-            site,
-            op,
-            key: record_key(id, p.records),
-            value_len,
-        })
+        Some(read_or_update(&mut self.rng, &self.params, t, site, id))
     }
 
     /// Site s leads its region while it is the most active site: the day's slice
