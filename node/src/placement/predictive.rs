@@ -299,7 +299,18 @@ impl Predictive {
                 .index(view.owner)
                 .map_or(0.0, |o| row.accesses_from(o));
             let gain = row.accesses_from(to) - from;
-            if gain < hysteresis * row.total || decisions.len() >= config.max_moves_per_tick {
+            // Counts over the horizon (the rows are scaled to the payback window): a gain
+            // within three Poisson standard deviations of the two nodes' counts is noise,
+            // which a forecaster that follows the last tick passes straight through.
+            let per_horizon = horizon / payback;
+            let noise = 3.0
+                * ((row.accesses_from(to) + from) * per_horizon)
+                    .max(0.0)
+                    .sqrt();
+            if gain < hysteresis * row.total
+                || gain * per_horizon < noise
+                || decisions.len() >= config.max_moves_per_tick
+            {
                 continue;
             }
             let hinted = input.hints.iter().any(|h| {
