@@ -770,16 +770,8 @@ pub fn goal_lines(results: &[PolicyResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        opts: Options,
-    }
-
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("hotspot").chain(args.iter().copied())).map(|c| c.opts)
+        crate::parse_flags("hotspot", args)
     }
 
     #[test]

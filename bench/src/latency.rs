@@ -792,16 +792,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        opts: Options,
-    }
-
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("latency").chain(args.iter().copied())).map(|c| c.opts)
+        crate::parse_flags("latency", args)
     }
 
     #[test]

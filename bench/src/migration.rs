@@ -1268,17 +1268,8 @@ fn print_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        opts: Options,
-    }
-
     fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("migration").chain(args.iter().copied()))
-            .map(|c| c.opts)
+        crate::parse_flags("migration", args)
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::client::{text, Resp};
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::driver::{self, DriverOptions, Timed};
 use crate::latency::{info_field, FORMATION_TIMEOUT};
+use crate::migration::owner_of;
 use crate::report::{self, Event, Heatmap, PolicyRun, ReportInput};
 use crate::workload::{self, Op, Params, Phase, Request, Workload};
 
@@ -378,30 +379,18 @@ impl Counters {
 #[derive(Clone, Debug, Default)]
 struct Sample {
     cluster: Counters,
-    /// Owner node of each phase range's first key (by distinct range).
-    owners: Vec<u64>,
+    /// Owner node of the workload's hot range (its first key), if it has one.
+    hot_owner: Option<u64>,
     fragments: u64,
 }
 
-fn sample(conns: &mut [Resp], ranges: &[Vec<u8>]) -> anyhow::Result<Sample> {
+fn sample(conns: &mut [Resp], hot_key: Option<&[u8]>) -> anyhow::Result<Sample> {
     let mut s = Sample::default();
     for c in conns.iter_mut() {
         s.cluster.add(&Counters::read(c)?);
     }
-    for key in ranges {
-        let t = match conns[0].command(&[b"AUGUR", b"WHERE", key])? {
-            Frame::Error(_) => String::new(),
-            other => text(&other).unwrap_or_default(),
-        };
-        s.owners.push(
-            crate::latency::parse_where(&t)
-                .and_then(|p| match p {
-                    crate::latency::Place::Core { node, .. }
-                    | crate::latency::Place::Node(node) => Some(node),
-                    crate::latency::Place::Unassigned => None,
-                })
-                .unwrap_or(0),
-        );
+    if let Some(key) = hot_key {
+        s.hot_owner = owner_of(&mut conns[0], key)?;
     }
     if let Ok(t) = crate::latency::command_text(&mut conns[0], &[b"AUGUR", b"STATUS"]) {
         s.fragments = first_number_before(&t, "fragments").unwrap_or(0);
@@ -422,38 +411,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Distinct phase ranges, by their first key, in first-seen order.
-fn phase_ranges(phases: &[Phase]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for p in phases {
-        if !out.iter().any(|(lo, hi)| *lo == p.lo && *hi == p.hi) {
-            out.push((p.lo.clone(), p.hi.clone()));
-        }
-    }
-    out.truncate(8);
-    out
+/// The range the workload's first phase makes hot (the one the heatmap follows).
+fn hot_range(phases: &[Phase]) -> Option<(Vec<u8>, Vec<u8>)> {
+    phases.first().map(|p| (p.lo.clone(), p.hi.clone()))
 }
 
 fn in_range(key: &[u8], lo: &[u8], hi: &[u8]) -> bool {
     key >= lo && (hi.is_empty() || key < hi)
 }
 
-/// Requests as RESP commands; counts each second's requests per site into the phase
-/// ranges (the demand the heatmap shows).
+/// Requests as RESP commands; counts each second's requests per site into the hot range
+/// (the demand the heatmap shows).
 struct Commands {
     workload: Box<dyn Workload>,
     value: Bytes,
     records: u64,
     queued: std::collections::VecDeque<Timed>,
-    ranges: Vec<(Vec<u8>, Vec<u8>)>,
-    /// [second][site] requests in the first phase range.
+    hot: Option<(Vec<u8>, Vec<u8>)>,
+    /// [second][site] requests in the hot range.
     demand: Arc<Mutex<Vec<Vec<u64>>>>,
 }
 
 impl Commands {
     fn push(&mut self, r: Request) {
         let key = Bytes::from(r.key);
-        if let Some((lo, hi)) = self.ranges.first() {
+        if let Some((lo, hi)) = &self.hot {
             if in_range(&key, lo, hi) {
                 let second = (r.at_us / 1_000_000) as usize;
                 let mut d = lock(&self.demand);
@@ -492,7 +474,7 @@ impl Commands {
             }
             Op::Scan { records } => {
                 let mut args = vec![Bytes::from_static(b"MGET")];
-                match record_of(&key) {
+                match workload::record_of(&key) {
                     Some(first) => {
                         let last = first.saturating_add(u64::from(records.clamp(1, 1_000)));
                         for i in first..last.min(self.records.max(first + 1)) {
@@ -518,20 +500,10 @@ impl Iterator for Commands {
     }
 }
 
-/// The record number in a key made by `workload::record_key` (first byte, "user", digits).
-fn record_of(key: &[u8]) -> Option<u64> {
-    let digits = key.get(1..)?.strip_prefix(b"user")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 fn wait_formed(c: &mut Resp) -> anyhow::Result<()> {
     let by = Instant::now() + FORMATION_TIMEOUT;
     loop {
-        let t = crate::latency::command_text(c, &[b"AUGUR", b"WHERE", b"x"])?;
-        if !matches!(
-            crate::latency::parse_where(&t),
-            Some(crate::latency::Place::Unassigned) | None
-        ) {
+        if owner_of(c, b"x")?.is_some() {
             return Ok(());
         }
         ensure!(
@@ -550,13 +522,7 @@ fn preload(cluster: &LocalCluster, workload: &dyn Workload) -> anyhow::Result<u6
     // Owners by first byte (the formed table cuts by leading byte).
     let mut owner_of_byte = [0usize; 256];
     for (b, slot) in owner_of_byte.iter_mut().enumerate() {
-        let t = crate::latency::command_text(&mut admin, &[b"AUGUR", b"WHERE", &[b as u8]])?;
-        let node = match crate::latency::parse_where(&t) {
-            Some(crate::latency::Place::Core { node, .. } | crate::latency::Place::Node(node)) => {
-                node
-            }
-            _ => 1,
-        };
+        let node = owner_of(&mut admin, &[b as u8])?.unwrap_or(1);
         *slot = (node as usize).clamp(1, ports.len()) - 1;
     }
     let mut conns: Vec<Resp> = ports
@@ -645,26 +611,26 @@ fn run_policy(
     )?;
 
     let phases = workload.phases();
-    let ranges = phase_ranges(&phases);
+    let hot = hot_range(&phases);
     let demand: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
     let commands = Commands {
         workload,
         value: Bytes::from(vec![b'x'; flags.value_len as usize]),
         records: flags.records,
         queued: Default::default(),
-        ranges: ranges.clone(),
+        hot: hot.clone(),
         demand: demand.clone(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     // The sampler: one sample per second of the run, aligned to its start.
-    let range_keys: Vec<Vec<u8>> = ranges.iter().map(|(lo, _)| lo.clone()).collect();
+    let hot_key: Option<Vec<u8>> = hot.map(|(lo, _)| lo);
     let sampler = {
         let stop = stop.clone();
         let mut conns = std::mem::take(&mut conns);
         std::thread::spawn(move || -> anyhow::Result<Vec<Sample>> {
-            let mut samples = vec![sample(&mut conns, &range_keys)?];
+            let mut samples = vec![sample(&mut conns, hot_key.as_deref())?];
             let mut next = start + Duration::from_secs(1);
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
@@ -672,7 +638,7 @@ fn run_policy(
                     std::thread::sleep((next - now).min(Duration::from_millis(50)));
                     continue;
                 }
-                samples.push(sample(&mut conns, &range_keys)?);
+                samples.push(sample(&mut conns, hot_key.as_deref())?);
                 next += Duration::from_secs(1);
             }
             Ok(samples)
@@ -799,7 +765,7 @@ fn run_policy(
 /// placement (1 where that site's node owned the range).
 fn heatmap(demand: &Mutex<Vec<Vec<u64>>>, samples: &[Sample]) -> Option<Heatmap> {
     let demand = lock(demand);
-    if demand.is_empty() || samples.iter().all(|s| s.owners.is_empty()) {
+    if demand.is_empty() || samples.iter().all(|s| s.hot_owner.is_none()) {
         return None;
     }
     let cols = demand.len().min(samples.len().saturating_sub(1));
@@ -813,7 +779,7 @@ fn heatmap(demand: &Mutex<Vec<Vec<u64>>>, samples: &[Sample]) -> Option<Heatmap>
                 actual[site][col] = demand[col][site] as f64 / total as f64;
             }
             // The owner at the end of that second.
-            let owner = samples[col + 1].owners.first().copied().unwrap_or(0);
+            let owner = samples[col + 1].hot_owner.unwrap_or(0);
             predicted[site][col] = if owner == site as u64 + 1 { 1.0 } else { 0.0 };
         }
     }

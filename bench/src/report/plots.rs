@@ -312,12 +312,7 @@ pub fn p99_svg(input: &ReportInput) -> anyhow::Result<String> {
                 }
             }
         }
-        let mut entries: Vec<(String, Swatch)> = input
-            .runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.policy.clone(), Swatch::Line(policy_color(i))))
-            .collect();
+        let mut entries = policy_entries(input);
         if slo_ms > 0.0 {
             entries.push((
                 format!("SLO p99 {} ms", ms_label(slo_ms)),
@@ -391,17 +386,22 @@ pub fn local_hit_svg(input: &ReportInput) -> anyhow::Result<String> {
                     .map_err(err)?;
             }
         }
-        let mut entries: Vec<(String, Swatch)> = input
-            .runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.policy.clone(), Swatch::Line(policy_color(i))))
-            .collect();
+        let mut entries = policy_entries(input);
         entries.extend(event_entries(&kinds));
         legend(&side, &entries)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// One legend line per policy, in its colour.
+fn policy_entries(input: &ReportInput) -> Vec<(String, Swatch)> {
+    input
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.policy.clone(), Swatch::Line(policy_color(i))))
+        .collect()
 }
 
 pub(super) fn xml_escape(s: &str) -> String {

@@ -246,6 +246,12 @@ pub fn record_key(i: u64, records: u64) -> Vec<u8> {
     key
 }
 
+/// The record number in a key made by [`record_key`]; None for any other key.
+pub fn record_of(key: &[u8]) -> Option<u64> {
+    let digits = key.get(1..)?.strip_prefix(b"user")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Appends `n` zero-padded to at least `width` digits (format! is measurably slower here, and
 /// key building is on the generator's hot path).
 fn push_decimal(out: &mut Vec<u8>, mut n: u64, width: usize) {

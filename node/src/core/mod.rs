@@ -544,12 +544,7 @@ impl CoreCtx {
                     Ok(d) => Described::Here {
                         lo: fragment.lo().clone(),
                         hi: fragment.hi().cloned(),
-                        fragment: WireFragment {
-                            fragment_id: d.fragment_id,
-                            region: d.region.encode().to_vec(),
-                            bucket_count: d.bucket_count,
-                            generation: d.generation,
-                        },
+                        fragment: WireFragment::encode(&d),
                     },
                     Err(e) => {
                         tracing::warn!(core = self.core, "cannot export a fragment: {e}");
@@ -903,6 +898,9 @@ impl CoreCtx {
 fn take_one_sided(nodes: &mut NodeBatches) -> Vec<(u32, u64, KeyRequest)> {
     let mut reads = Vec::new();
     for (node, batch) in nodes.iter_mut() {
+        if !batch.iter().any(|(_, r)| remote::one_sided(&r.op)) {
+            continue;
+        }
         let written: std::collections::HashSet<Bytes> = batch
             .iter()
             .filter(|(_, r)| r.op.is_write())

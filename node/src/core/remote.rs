@@ -73,6 +73,16 @@ pub struct WireFragment {
 }
 
 impl WireFragment {
+    /// The inverse of [`WireFragment::decode`].
+    pub fn encode(d: &RemoteFragment) -> WireFragment {
+        WireFragment {
+            fragment_id: d.fragment_id,
+            region: d.region.encode().to_vec(),
+            bucket_count: d.bucket_count,
+            generation: d.generation,
+        }
+    }
+
     pub fn decode(&self) -> Option<RemoteFragment> {
         Some(RemoteFragment {
             fragment_id: self.fragment_id,

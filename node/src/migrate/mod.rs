@@ -630,12 +630,7 @@ fn describe_regions(
             Ok(ExportedRegion {
                 lo: f.lo().clone(),
                 hi: f.hi().cloned(),
-                region: WireFragment {
-                    fragment_id: d.fragment_id,
-                    region: d.region.encode().to_vec(),
-                    bucket_count: d.bucket_count,
-                    generation: d.generation,
-                },
+                region: WireFragment::encode(&d),
                 region_len: d.region.len,
                 log_start: f.log_start() as u64,
                 tail: f.log_tail() as u64,

@@ -114,10 +114,24 @@ fn periodic_config() -> ControllerConfig {
 
 /// Local-hit ticks of the hot fragment after warm-up, out of the measured ticks.
 fn hotspot_local_hits(policy: Policy, ticks: u64, warm_up: u64) -> (u64, u64, Controller) {
-    let mut controller = Controller::new(policy, periodic_config());
+    hotspot_local_hits_with(
+        Controller::new(policy, periodic_config()),
+        7,
+        ticks,
+        warm_up,
+    )
+}
+
+/// The same with a given controller and workload seed.
+fn hotspot_local_hits_with(
+    mut controller: Controller,
+    seed: u64,
+    ticks: u64,
+    warm_up: u64,
+) -> (u64, u64, Controller) {
     let mut frags = fragments(8, &NODES);
     frags.push(fragment(HOT, 1, b"\xf0", None));
-    let mut rng = SplitMix64::new(7);
+    let mut rng = SplitMix64::new(seed);
     let mut hits = 0;
     let mut measured = 0;
     run(
@@ -143,24 +157,11 @@ fn hotspot_local_hits(policy: Policy, ticks: u64, warm_up: u64) -> (u64, u64, Co
 fn predictive_detects_the_period_itself() {
     let ticks = 360;
     let warm_up = 150;
-    let mut controller = Controller::new(Policy::Predictive, ControllerConfig::default());
-    let mut frags = fragments(8, &NODES);
-    frags.push(fragment(HOT, 1, b"\xf0", None));
-    let mut rng = SplitMix64::new(5);
-    let (mut hits, mut measured) = (0, 0);
-    run(
-        &mut controller,
-        &mut frags,
-        &NODES,
+    let (hits, measured, controller) = hotspot_local_hits_with(
+        Controller::new(Policy::Predictive, ControllerConfig::default()),
+        5,
         ticks,
-        moving_hotspot(&mut rng),
-        |t, fragments| {
-            if t >= warm_up {
-                measured += 1;
-                let owner = fragments.iter().find(|f| f.id == HOT).map(|f| f.owner);
-                hits += u64::from(owner == Some(hot_node(t)));
-            }
-        },
+        warm_up,
     );
     println!(
         "season detected: {:?}; local-hit ticks {hits} of {measured} after {warm_up}",
