@@ -331,6 +331,8 @@ struct Counters {
     migrations: u64,
     migration_bytes: u64,
     splits: u64,
+    moved_retries: u64,
+    reroute_wait_us: u64,
 }
 
 impl Counters {
@@ -346,6 +348,8 @@ impl Counters {
             migrations: field("migrations_in"),
             migration_bytes: field("migration_bytes"),
             splits: field("splits"),
+            moved_retries: field("moved_retries"),
+            reroute_wait_us: field("reroute_wait_us"),
         })
     }
 
@@ -355,6 +359,8 @@ impl Counters {
         self.migrations += o.migrations;
         self.migration_bytes += o.migration_bytes;
         self.splits += o.splits;
+        self.moved_retries += o.moved_retries;
+        self.reroute_wait_us += o.reroute_wait_us;
     }
 
     fn since(&self, before: &Counters) -> Counters {
@@ -366,6 +372,8 @@ impl Counters {
             migrations: self.migrations.saturating_sub(before.migrations),
             migration_bytes: self.migration_bytes.saturating_sub(before.migration_bytes),
             splits: self.splits.saturating_sub(before.splits),
+            moved_retries: self.moved_retries.saturating_sub(before.moved_retries),
+            reroute_wait_us: self.reroute_wait_us.saturating_sub(before.reroute_wait_us),
         }
     }
 
@@ -716,7 +724,14 @@ fn run_policy(
         })
         .collect();
     let slo_us = (flags.slo_p99_ms * 1000.0) as u64;
-    let (seconds, mut summary) = report::summarize(&result.windows, slo_us, &local_hit);
+    let (mut seconds, mut summary) = report::summarize(&result.windows, slo_us, &local_hit);
+    for (i, s) in seconds.iter_mut().enumerate() {
+        if let (Some(a), Some(b)) = (samples.get(i), samples.get(i + 1)) {
+            let d = b.cluster.since(&a.cluster);
+            s.reroutes = d.moved_retries;
+            s.reroute_wait_ms = d.reroute_wait_us / 1000;
+        }
+    }
     let (first, last) = (
         samples.first().cloned().unwrap_or_default(),
         samples.last().cloned().unwrap_or_default(),

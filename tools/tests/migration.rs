@@ -214,3 +214,34 @@ fn a_refused_migration_leaves_the_source_serving() {
     let v: String = connect(c.nodes[2].addr).get("m:x").expect("get");
     assert_eq!(v, "after");
 }
+
+/// The source lets go of a handed-over fragment as soon as its table shows the commit,
+/// not on its maintenance tick: with that tick an hour away, a write sent to the source
+/// right after the migration must still succeed (before, it waited on the fence until
+/// the router gave up with TRYAGAIN).
+#[test]
+fn the_source_releases_a_handed_over_fragment_without_its_maintenance_tick() {
+    let c = common::start(
+        "migration-release",
+        ClusterOptions {
+            extra_args: vec!["--expiry-interval-ms".into(), "3600000".into()],
+            ..Default::default()
+        },
+    );
+    let mut first = connect(c.nodes[0].addr);
+    let _: () = first.set("m:r", "before").expect("set");
+    let from = owner(&mut first, "m:r");
+    let to = if from == 3 { 1 } else { from + 1 };
+    let mut source = connect(c.nodes[from as usize - 1].addr);
+    let summary = migrate(&mut source, "m:r", to);
+    assert!(summary.contains(&format!("to node {to}")), "{summary}");
+    let _: () = source
+        .set("m:r", "after")
+        .expect("a write through the source");
+    let v: String = connect(c.nodes[to as usize - 1].addr)
+        .get("m:r")
+        .expect("get on the target");
+    assert_eq!(v, "after");
+    let held = common::info_u64(&mut source, "cluster", "migration_source_hold_max_us");
+    assert!(held > 0, "the source recorded no hold for its handover");
+}

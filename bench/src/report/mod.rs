@@ -24,6 +24,10 @@ pub struct SecondStats {
     pub p999_us: u64,
     pub errors: u64,
     pub local_hit: Option<f64>,
+    /// Requests the nodes routed again (an owner said moved, or a fence held them)...
+    pub reroutes: u64,
+    /// ... and the time client batches waited for that, summed over the nodes, ms.
+    pub reroute_wait_ms: u64,
 }
 
 /// Something that happened during a run, drawn as a vertical marker.
@@ -107,6 +111,7 @@ pub fn summarize(
             p999_us: quantile(&w.latency, 0.999),
             errors: w.errors,
             local_hit: local_hit.get(i).copied().flatten(),
+            ..SecondStats::default()
         });
     }
     let summary = Summary {
@@ -297,12 +302,14 @@ fn summary_csv(input: &ReportInput) -> String {
 }
 
 fn seconds_csv(input: &ReportInput) -> String {
-    let mut out = String::from("policy,second,ops,p50_us,p99_us,p999_us,errors,local_hit\n");
+    let mut out = String::from(
+        "policy,second,ops,p50_us,p99_us,p999_us,errors,local_hit,reroutes,reroute_wait_ms\n",
+    );
     for r in input.runs {
         for s in &r.seconds {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&r.policy),
                 s.second,
                 s.ops,
@@ -310,7 +317,9 @@ fn seconds_csv(input: &ReportInput) -> String {
                 s.p99_us,
                 s.p999_us,
                 s.errors,
-                opt(s.local_hit)
+                opt(s.local_hit),
+                s.reroutes,
+                s.reroute_wait_ms
             );
         }
     }

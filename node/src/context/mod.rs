@@ -61,6 +61,8 @@ pub const MAX_HINTS: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Fence {
     pub fragment: u64,
+    /// The core holding the fragment's data: only it may drop or renew that data.
+    pub core: usize,
     pub lo: Bytes,
     pub hi: Option<Bytes>,
     pub since: Instant,
@@ -206,6 +208,11 @@ impl NodeShared {
         let fence = fences.remove(i);
         self.fenced.store(fences.len(), Ordering::Release);
         Some(fence)
+    }
+
+    /// An atomic load: whether any handover is open on this node.
+    pub fn has_fences(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) > 0
     }
 
     pub fn fences(&self) -> Vec<Fence> {

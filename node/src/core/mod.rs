@@ -107,6 +107,7 @@ impl CoreCtx {
             glommio::spawn_local(receive_loop(ctx.clone(), rx)).detach();
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
+        glommio::spawn_local(watch_fences(ctx.clone())).detach();
         glommio::spawn_local(telemetry_ticks(ctx.clone())).detach();
         if ctx.core == 0 {
             glommio::spawn_local(watch_handovers(ctx.clone())).detach();
@@ -120,7 +121,8 @@ type NodeBatches = BTreeMap<u64, NodeBatch>;
 
 /// How long a request is re-routed after an owner answered `Moved` (or its fragment
 /// was fenced for a handover) before the client gets `-TRYAGAIN`; each retry first
-/// waits (5 ms doubling up to 50 ms) and refreshes the routes from the table.
+/// waits (for the fence, or 1 ms doubling up to 50 ms unless the table already moved)
+/// and refreshes the routes from the table.
 const RETRY_FOR: Duration = Duration::from_secs(5);
 
 fn not_formed() -> Frame {
@@ -189,16 +191,22 @@ impl CoreCtx {
                 &self.shared.stats[self.core].moved_retries,
                 (moved.len() + fenced.len()) as u64,
             );
+            let waited = std::time::Instant::now();
             if !fenced.is_empty() {
                 // Queued behind a handover: go on when it resolves (to the new owner
                 // after a commit, here after an abort), not on a timer.
                 self.wait_unfenced(&fenced).await;
             }
-            if !moved.is_empty() {
-                // An owner said the key is not its own: this node's table is behind.
-                let backoff = Duration::from_millis(5 << attempt.min(4));
+            if !moved.is_empty() && !self.table_is_ahead() {
+                // An owner said the key is not its own and this node's table has not
+                // moved yet: the commit is on its way here.
+                let backoff = Duration::from_millis(1 << attempt.min(6));
                 glommio::timer::sleep(backoff.min(Duration::from_millis(50))).await;
             }
+            stats::bump(
+                &self.shared.stats[self.core].reroute_wait_us,
+                waited.elapsed().as_micros() as u64,
+            );
             self.shared.follow_table();
             moved.extend(fenced);
             moved.sort_unstable_by_key(|(i, _)| *i);
@@ -217,6 +225,14 @@ impl CoreCtx {
             access.record(fragment, write, bytes + reply_bytes);
         }
         out
+    }
+
+    /// Whether this node's copy of the ownership table is newer than the routes.
+    fn table_is_ahead(&self) -> bool {
+        self.shared
+            .ownership
+            .get()
+            .is_some_and(|o| o.version() > self.shared.routes.snapshot().cluster_version)
     }
 
     /// Wait, bounded by `FENCE_WAIT`, until none of these keys is fenced any more.
@@ -259,7 +275,12 @@ impl CoreCtx {
         };
         let table = ownership.table();
         let me = self.shared.cluster().my_id;
-        for f in self.shared.fences() {
+        for f in self
+            .shared
+            .fences()
+            .into_iter()
+            .filter(|f| f.core == self.core)
+        {
             let owner = table.fragment(f.fragment).map(|e| e.owner);
             if let Some(owner) = owner.filter(|o| *o != me) {
                 // Route to the new owner first: with the data gone and the route still
@@ -270,10 +291,13 @@ impl CoreCtx {
                 let dropped = self.shard.borrow_mut().drop_range(&f.lo, f.hi.as_deref());
                 if dropped > 0 || self.shard.borrow().fragment_for(&f.lo).is_none() {
                     self.shared.unfence(f.fragment);
+                    let held_us = f.since.elapsed().as_micros() as u64;
+                    self.shared.migration_stats().record_handed_over(held_us);
                     tracing::info!(
                         core = self.core,
                         fragment = f.fragment,
                         dropped,
+                        held_us,
                         "handed over"
                     );
                 }
@@ -1106,6 +1130,23 @@ async fn telemetry_ticks(ctx: Rc<CoreCtx>) {
         });
         ctx.ship_telemetry(tick, report);
         ctx.split_and_merge(&mut cold_since);
+    }
+}
+
+/// Release this core's fences as soon as the table shows their handover committed:
+/// every request for the fragment — this node's clients' and peers' — waits on the
+/// fence, so the maintenance tick (100 ms) would add up to a tick to each of them.
+async fn watch_fences(ctx: Rc<CoreCtx>) {
+    loop {
+        let mine =
+            ctx.shared.has_fences() && ctx.shared.fences().iter().any(|f| f.core == ctx.core);
+        if mine {
+            ctx.tidy_fences();
+        }
+        // Fine while a handover is open here; a fence is set at least a copy's proof
+        // (milliseconds) before its commit can land, so the idle poll may be coarser.
+        let pause = if mine { 200 } else { 2_000 };
+        glommio::timer::sleep(Duration::from_micros(pause)).await;
     }
 }
 

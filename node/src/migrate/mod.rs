@@ -698,6 +698,7 @@ fn fence(
 ) -> Result<Vec<RegionTail>, String> {
     ctx.shared.fence(Fence {
         fragment,
+        core: ctx.core,
         lo: lo.clone(),
         hi: hi.cloned(),
         since: Instant::now(),

@@ -157,6 +157,11 @@ pub fn render(shared: &NodeShared) -> String {
             "Key requests routed again after their owner answered moved",
             |s| &s.moved_retries,
         ),
+        (
+            "reroute_wait_us",
+            "Time client batches waited to re-route (a fence, or a table behind), µs",
+            |s| &s.reroute_wait_us,
+        ),
     ] {
         per_core(&mut registry, name, help, true, field);
     }

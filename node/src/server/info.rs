@@ -78,10 +78,11 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
         let cluster = shared.cluster();
         let migrations = shared.migration_stats();
         let pause = migrations.pause_summary();
+        let hold = migrations.hold_summary();
         let routes = shared.routes.snapshot();
         let _ = write!(
             out,
-            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nkey_requests:{}\r\nkey_requests_remote:{}\r\npeer_rtt_us:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\nplacement_policy:{}\r\nmigrations_in:{}\r\nmigrations_aborted:{}\r\nmigration_bytes:{}\r\nmigration_pause_p50_us:{}\r\nmigration_pause_p99_us:{}\r\nmigration_pause_max_us:{}\r\n\r\n",
+            "# Cluster\r\ncluster_enabled:1\r\ncluster_nodes:{}\r\ncluster_my_id:{}\r\ncluster_leader:{}\r\ncluster_role:{}\r\nepoch:{}\r\nkey_requests:{}\r\nkey_requests_remote:{}\r\npeer_rtt_us:{}\r\nremote_requests:{}\r\nremote_errors:{}\r\nremote_reads:{}\r\nremote_read_retries:{}\r\nmoved_retries:{}\r\nreroute_wait_us:{}\r\nplacement_policy:{}\r\nmigrations_in:{}\r\nmigrations_aborted:{}\r\nmigration_bytes:{}\r\nmigration_pause_p50_us:{}\r\nmigration_pause_p99_us:{}\r\nmigration_pause_max_us:{}\r\nmigration_source_hold_p50_us:{}\r\nmigration_source_hold_p99_us:{}\r\nmigration_source_hold_max_us:{}\r\n\r\n",
             cluster.members.len() + usize::from(!cluster.members.contains_key(&cluster.my_id)),
             cluster.my_id,
             cluster.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
@@ -95,6 +96,7 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
             sum(|s| &s.remote_reads),
             sum(|s| &s.remote_read_retries),
             sum(|s| &s.moved_retries),
+            sum(|s| &s.reroute_wait_us),
             shared.policy(),
             migrations.done,
             migrations.aborted,
@@ -102,6 +104,9 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
             pause.0,
             pause.1,
             pause.2,
+            hold.0,
+            hold.1,
+            hold.2,
         );
     }
     if want("augur") {

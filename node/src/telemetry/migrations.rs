@@ -10,6 +10,9 @@ pub struct MigrationStats {
     /// Write pauses in microseconds (1 µs to 10 min, 3 significant digits); `None`
     /// only if hdrhistogram refused those bounds, which it does not.
     pauses: Option<Histogram<u64>>,
+    /// On the source: fence to release after the commit, µs — how long this node's
+    /// clients and peers were held for each fragment it handed over.
+    holds: Option<Histogram<u64>>,
 }
 
 impl Default for MigrationStats {
@@ -19,6 +22,7 @@ impl Default for MigrationStats {
             aborted: 0,
             bytes: 0,
             pauses: Histogram::new_with_bounds(1, 600_000_000, 3).ok(),
+            holds: Histogram::new_with_bounds(1, 600_000_000, 3).ok(),
         }
     }
 }
@@ -32,18 +36,31 @@ impl MigrationStats {
         }
     }
 
+    pub fn record_handed_over(&mut self, hold_us: u64) {
+        if let Some(h) = &mut self.holds {
+            h.saturating_record(hold_us.max(1));
+        }
+    }
+
     pub fn record_aborted(&mut self) {
         self.aborted += 1;
     }
 
     /// `(p50, p99, max)` write pause in µs; zeros before the first migration.
     pub fn pause_summary(&self) -> (u64, u64, u64) {
-        match &self.pauses {
-            Some(h) if !h.is_empty() => {
-                (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
-            }
-            _ => (0, 0, 0),
-        }
+        summary(&self.pauses)
+    }
+
+    /// `(p50, p99, max)` source hold in µs; zeros before the first handover.
+    pub fn hold_summary(&self) -> (u64, u64, u64) {
+        summary(&self.holds)
+    }
+}
+
+fn summary(h: &Option<Histogram<u64>>) -> (u64, u64, u64) {
+    match h {
+        Some(h) if !h.is_empty() => (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()),
+        _ => (0, 0, 0),
     }
 }
 

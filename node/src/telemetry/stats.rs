@@ -37,6 +37,8 @@ pub struct CoreStats {
     pub remote_read_retries: AtomicU64,
     /// Key requests routed again after their owner answered "moved".
     pub moved_retries: AtomicU64,
+    /// Time client batches spent waiting to re-route (a fence, or a table behind), µs.
+    pub reroute_wait_us: AtomicU64,
     pub connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub rejected_connections: AtomicU64,
