@@ -72,6 +72,10 @@ pub struct Config {
     /// How the leader places fragments: `static` (never moves them), `reactive` (after
     /// a node's clients dominate a fragment's load for a while) or `predictive`.
     pub placement_policy: String,
+    /// Most MiB per second that migrations to this node pull together (0: no limit):
+    /// the share of the fabric, and of the cores that check what lands, they may take.
+    /// The handoff's last delta is never held back (it is inside the write pause).
+    pub migration_max_mb_per_s: u64,
     /// What carries node-to-node traffic: `"tcp"` (default) or `"verbs"` (RDMA; needs a
     /// build with the `verbs` feature and an RDMA device). With verbs each core's fabric
     /// endpoint listens for its TCP bootstrap on `bind`, and the device is the one whose
@@ -111,6 +115,7 @@ impl Default for Config {
             split_load: 50_000,
             merge_after_s: 300,
             placement_policy: "predictive".into(),
+            migration_max_mb_per_s: 0,
             fabric: FabricBackend::Tcp,
         }
     }

@@ -205,6 +205,9 @@ struct NodeArgs {
     /// Telemetry tick in milliseconds.
     #[arg(long)]
     telemetry_interval_ms: Option<u64>,
+    /// Most MiB/s that migrations to this node pull together (0: no limit).
+    #[arg(long)]
+    migration_max_mb_per_s: Option<u64>,
     /// Accesses per second above which a fragment splits (0: never).
     #[arg(long)]
     split_load: Option<u64>,
@@ -298,6 +301,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.telemetry_interval_ms {
             c.telemetry_interval_ms = v;
+        }
+        if let Some(v) = self.migration_max_mb_per_s {
+            c.migration_max_mb_per_s = v;
         }
         if let Some(v) = self.split_load {
             c.split_load = v;
@@ -417,18 +423,21 @@ fn cluster_up(args: ClusterUpArgs) -> anyhow::Result<()> {
 
 fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut c = augur_bench::client::Resp::connect(args.port)?;
-    let reply = c.command(&[b"AUGUR", b"STATUS"])?;
-    match augur_bench::client::text(&reply) {
-        Some(t) => {
-            print!("{t}");
-            Ok(())
+    for (what, request) in [
+        ("AUGUR STATUS", &[&b"AUGUR"[..], b"STATUS"]),
+        ("AUGUR MIGRATIONS", &[&b"AUGUR"[..], b"MIGRATIONS"]),
+    ] {
+        let reply = c.command(request)?;
+        match augur_bench::client::text(&reply) {
+            Some(t) => print!("{t}"),
+            None => anyhow::bail!("unexpected reply to {what}: {reply:?}"),
         }
-        None => anyhow::bail!("unexpected reply to AUGUR STATUS: {reply:?}"),
+        println!();
     }
+    Ok(())
 }
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    use std::io::Write;
     let to = args.to.to_string();
     let id = args.fragment.map(|f| f.to_string());
     let request: Vec<&[u8]> = match (&id, &args.key) {
@@ -436,22 +445,15 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         (None, Some(k)) => vec![b"AUGUR", b"MIGRATE", b"KEY", k.as_bytes(), to.as_bytes()],
         (None, None) => anyhow::bail!("--fragment or --key"),
     };
-    // The node answers when the migration is over; show that something is happening.
+    // The node answers when the migration is over; meanwhile a second connection asks
+    // for the migrations in flight to the target and draws the one it finds.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = done.clone();
-    let started = std::time::Instant::now();
-    let ticker = std::thread::spawn(move || {
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            eprint!("\rmigrating... {:.1} s", started.elapsed().as_secs_f64());
-            let _ = std::io::stderr().flush();
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        eprintln!();
-    });
+    let (flag, port, target) = (done.clone(), args.port, args.to);
+    let watcher = std::thread::spawn(move || watch_migration(port, target, &flag));
     let result =
         augur_bench::client::Resp::connect(args.port).and_then(|mut c| c.command(&request));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = ticker.join();
+    let _ = watcher.join();
     let reply = result?;
     match augur_bench::client::text(&reply) {
         Some(t) => {
@@ -460,6 +462,69 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         }
         None => anyhow::bail!("{reply:?}"),
     }
+}
+
+/// A progress bar (bytes, rate, phase) of the migration to node `to`, from
+/// `AUGUR MIGRATIONS` every 200 ms, until `done`.
+fn watch_migration(port: u16, to: u64, done: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message("planning");
+    let mut conn = augur_bench::client::Resp::connect(port).ok();
+    while !done.load(Ordering::Relaxed) {
+        let listing = conn
+            .as_mut()
+            .and_then(|c| c.command(&[b"AUGUR", b"MIGRATIONS"]).ok())
+            .and_then(|r| augur_bench::client::text(&r));
+        if let Some(p) = listing.as_deref().and_then(|t| migration_to(t, to)) {
+            let total = p.total.max(p.bytes);
+            if total > 0 {
+                bar.set_length(total);
+            }
+            bar.set_position(p.bytes);
+            bar.set_message(format!(
+                "fragment {} from node {}: {}",
+                p.fragment, p.from, p.phase
+            ));
+        }
+        bar.tick();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bar.finish_and_clear();
+}
+
+/// One line of `AUGUR MIGRATIONS`.
+#[derive(Debug, PartialEq)]
+struct InFlight {
+    fragment: u64,
+    from: u64,
+    phase: String,
+    bytes: u64,
+    total: u64,
+}
+
+/// The first migration to node `to` in an `AUGUR MIGRATIONS` listing.
+fn migration_to(listing: &str, to: u64) -> Option<InFlight> {
+    listing.lines().find_map(|line| {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        };
+        let num = |name: &str| field(name)?.parse::<u64>().ok();
+        (num("to")? == to).then_some(())?;
+        Some(InFlight {
+            fragment: num("fragment")?,
+            from: num("from")?,
+            phase: field("phase")?.to_string(),
+            bytes: num("bytes")?,
+            total: num("total")?,
+        })
+    })
 }
 
 fn print_reply(port: u16, request: &[&[u8]]) -> anyhow::Result<()> {
@@ -471,5 +536,30 @@ fn print_reply(port: u16, request: &[&[u8]]) -> anyhow::Result<()> {
             Ok(())
         }
         None => anyhow::bail!("{reply:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migrations_listing_is_read_for_the_target_asked() {
+        let listing = "fragment=4 from=1 to=3 phase=copy bytes=10 total=99 elapsed_ms=5 mib_per_s=0.0\n\
+                       fragment=7 from=2 to=1 phase=catch-up bytes=120 total=100 elapsed_ms=9 mib_per_s=0.1\n";
+        assert_eq!(
+            migration_to(listing, 1),
+            Some(InFlight {
+                fragment: 7,
+                from: 2,
+                phase: "catch-up".into(),
+                bytes: 120,
+                total: 100
+            })
+        );
+        assert_eq!(migration_to(listing, 3).map(|p| p.fragment), Some(4));
+        assert_eq!(migration_to(listing, 2), None);
+        assert_eq!(migration_to("no migrations in flight\n", 1), None);
+        assert_eq!(migration_to("fragment=x from=1 to=1", 1), None);
     }
 }

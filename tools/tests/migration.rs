@@ -245,3 +245,69 @@ fn the_source_releases_a_handed_over_fragment_without_its_maintenance_tick() {
     let held = common::info_u64(&mut source, "cluster", "migration_source_hold_max_us");
     assert!(held > 0, "the source recorded no hold for its handover");
 }
+
+/// `--migration-max-mb-per-s` holds a copy to its budget, and `AUGUR MIGRATIONS` (on any
+/// node) shows the migration while it runs: its nodes, phase and bytes so far.
+#[test]
+fn a_throttled_migration_keeps_its_budget_and_shows_its_progress() {
+    let c = common::start(
+        "migration-throttle",
+        ClusterOptions {
+            extra_args: vec!["--migration-max-mb-per-s".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let mut admin = connect(c.nodes[0].addr);
+    for i in 0..2000 {
+        let _: () = admin
+            .set(format!("m:seed:{i}"), "s".repeat(2000))
+            .expect("seed");
+    }
+    let from = owner(&mut admin, "m:0");
+    let to = from % 3 + 1;
+    let addr = c.nodes[0].addr;
+    let started = Instant::now();
+    let mover = std::thread::spawn(move || migrate(&mut connect(addr), "m:0", to));
+    let mut watcher = connect(c.nodes[1].addr);
+    let mut seen = None;
+    while !mover.is_finished() {
+        let listing: String = redis::cmd("AUGUR")
+            .arg("MIGRATIONS")
+            .query(&mut watcher)
+            .expect("AUGUR MIGRATIONS");
+        if let Some(line) = listing
+            .lines()
+            .find(|l| l.contains("phase=copy") && !l.contains(" bytes=0 "))
+        {
+            seen = Some(line.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = mover.join().expect("mover");
+    eprintln!("{report}");
+    let took = started.elapsed();
+    assert!(report.contains(&format!("to node {to}")), "{report}");
+    let line = seen.expect("the copy was never listed in flight");
+    assert!(
+        line.contains(&format!("from={from} to={to}")),
+        "{line} (expected from {from} to {to})"
+    );
+    // 4 MB at 2 MiB/s: at least about 1.9 s whatever the machine (a lower bound only).
+    assert!(
+        took >= Duration::from_millis(1500),
+        "took {took:?}: {report}"
+    );
+    let after: String = redis::cmd("AUGUR")
+        .arg("MIGRATIONS")
+        .query(&mut watcher)
+        .expect("AUGUR MIGRATIONS");
+    assert_eq!(after.trim(), "no migrations in flight");
+    // The budget is a live setting.
+    let set: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("migration-max-mb-per-s")
+        .arg(0)
+        .query(&mut admin)
+        .expect("config set");
+    assert_eq!(set, "OK");
+}

@@ -130,6 +130,8 @@ pub enum Plan {
         fragment: FragmentRef,
         to: u64,
     },
+    /// AUGUR MIGRATIONS: the migrations in flight on every member, one line each.
+    Migrations,
     /// AUGUR POLICY SET: on every member.
     SetPolicy(String),
     /// AUGUR HINT: node `node` will need `[lo, hi)` for `seconds`; on every member.

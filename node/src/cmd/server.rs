@@ -51,6 +51,8 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
             }
             "POLICY" => return Err(Frame::error(args::SYNTAX)),
             "PLACEMENT" if args.len() == 1 => Plan::Conn(ConnCmd::AugurPlacement),
+            "MIGRATIONS" if args.len() == 1 => Plan::Migrations,
+            "MIGRATIONS" => return Err(args::wrong_arity("augur|migrations")),
             // AUGUR HINT KEY <key> <node> <seconds> | AUGUR HINT <lo> <hi|+inf> <node> <seconds>
             "HINT" if args.len() == 5 => {
                 let (lo, hi) = if upper(&args[1]) == "KEY" {

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod cursors;
+pub mod pace;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,6 +96,8 @@ pub struct NodeShared {
     pub policy: Mutex<String>,
     /// Migrations this node pulled in, and how they went.
     pub migrations: Mutex<crate::telemetry::migrations::MigrationStats>,
+    /// The bandwidth budget every migration copy to this node shares.
+    pub migration_pace: pace::Pace,
     pub hints: Mutex<Vec<HintEntry>>,
     /// The leader's placement feedback (decisions, predicted vs observed), for
     /// `AUGUR PLACEMENT`.
@@ -131,6 +134,7 @@ impl NodeShared {
             fences: Mutex::new(Vec::new()),
             policy: Mutex::new(config.placement_policy.clone()),
             migrations: Mutex::new(Default::default()),
+            migration_pace: pace::Pace::new(config.migration_max_mb_per_s.saturating_mul(1 << 20)),
             hints: Mutex::new(Vec::new()),
             placement_report: Mutex::new(String::new()),
             fenced: std::sync::atomic::AtomicUsize::new(0),

@@ -89,6 +89,8 @@ pub enum PeerRequest {
     },
     /// Are you there? (A migration's source watching its target.)
     Ping,
+    /// Which migrations to you are in flight?
+    Migrations,
     /// Placement settings every member keeps, so whichever node leads has them.
     SetPolicy(String),
     Hint(HintEntry),
@@ -232,6 +234,7 @@ pub enum PeerReply {
     Exported(Result<Vec<ExportedRegion>, String>),
     Tails(Result<Vec<RegionTail>, String>),
     Fenced(Result<Vec<RegionTail>, String>),
+    Migrations(Vec<crate::telemetry::migrations::Progress>),
     /// The request could not be taken (malformed, over a limit).
     Refused(String),
 }

@@ -37,6 +37,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tracing::Instrument;
 
+use crate::context::pace::Pace;
 use crate::context::Fence;
 use crate::core::remote::WireFragment;
 use crate::core::wire::{
@@ -130,7 +131,8 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
         })
         .copied()
         .ok_or_else(|| format!("owner node {} has no fabric endpoint", f.owner))?;
-    propose(
+    ctx.shared.migration_stats().begin(fragment, f.owner, me);
+    let planned = propose(
         ctx,
         Change::SetState {
             fragment,
@@ -140,7 +142,11 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
             },
         },
     )
-    .await?;
+    .await;
+    if let Err(e) = planned {
+        ctx.shared.migration_stats().end(fragment);
+        return Err(e);
+    }
     let lo = Bytes::copy_from_slice(&f.lo);
     let hi = f.hi.as_deref().map(Bytes::copy_from_slice);
     let mut report = MigrationReport {
@@ -165,6 +171,7 @@ pub async fn migrate_in(ctx: &CoreCtx, fragment: u64) -> Result<MigrationReport,
     })
     .await
     .unwrap_or_else(|_| Err("timed out".into()));
+    ctx.shared.migration_stats().end(fragment);
     match outcome {
         Ok(()) => {
             report.total_us = started.elapsed().as_micros() as u64;
@@ -274,7 +281,7 @@ async fn copy_and_hand_off(
             .map_err(|e| e.to_string())?;
         // The header first: it says how to read the rest. The index is not copied, it
         // is rebuilt here from the log.
-        read_range(&conn, &desc, &mr, 0, HEADER_LEN as u64, |_| Ok(())).await?;
+        read_range(&conn, &desc, &mr, 0, HEADER_LEN as u64, None, |_| Ok(())).await?;
         let builder = CopyBuilder::new(region, e.region.fragment_id, e.lo.clone(), e.hi.clone())
             .map_err(|err| format!("the copy of {:?} is not valid: {err}", e.lo))?;
         let h = builder.header();
@@ -295,6 +302,26 @@ async fn copy_and_hand_off(
     }
     report.regions = pulls.len() as u32;
     report.bytes += HEADER_LEN as u64 * pulls.len() as u64;
+    let headers = report.bytes;
+    let landed = |pulls: &[Pull]| -> u64 {
+        headers
+            + pulls
+                .iter()
+                .map(|p| p.copied.get() - p.exported.log_start)
+                .sum::<u64>()
+    };
+    let total = headers
+        + pulls
+            .iter()
+            .map(|p| p.exported.tail - p.exported.log_start)
+            .sum::<u64>();
+    let show = |phase: &str, done: u64, total: u64| {
+        ctx.shared
+            .migration_stats()
+            .progress(fragment, phase, done, total)
+    };
+    show("copy", headers, total);
+    let pace = Some(&ctx.shared.migration_pace);
 
     let ask_tails = |pulls: &[Pull]| {
         let verify = pulls
@@ -320,10 +347,11 @@ async fn copy_and_hand_off(
     // the rest is in flight.
     let copy_started = Instant::now();
     for p in &pulls {
-        let (landed, mut landings) = futures::channel::mpsc::unbounded::<()>();
-        let copy = pull(&conn, p, p.exported.tail, Some(landed));
+        let (landed_tx, mut landings) = futures::channel::mpsc::unbounded::<()>();
+        let copy = pull(&conn, p, p.exported.tail, Some(landed_tx), pace);
         let prove = async {
             while landings.next().await.is_some() {
+                show("copy", landed(&pulls), 0);
                 while p.copied.get() - p.verified.get() >= CRC_STEP {
                     let tails = ask_tails(&pulls).await?;
                     for (q, t) in pulls.iter().zip(&tails) {
@@ -343,8 +371,9 @@ async fn copy_and_hand_off(
     // step per round so the source's core never checksums much at once.
     let mut rounds = 0u32;
     loop {
+        show("catch-up", landed(&pulls), 0);
         let tails = ask_tails(&pulls).await?;
-        let delta = catch_up(&conn, &pulls, &tails, false).await?;
+        let delta = catch_up(&conn, &pulls, &tails, false, pace).await?;
         report.bytes += delta;
         rounds += 1;
         let unverified: u64 = pulls
@@ -361,6 +390,7 @@ async fn copy_and_hand_off(
     tracing::debug!(rounds = report.catch_up_rounds, "catch-up phase done");
     test_delay("AUGUR_TEST_DELAY_BEFORE_FENCE_MS").await;
     // Hand off: from here requests for the range wait.
+    show("handoff", landed(&pulls), 0);
     let fenced_at = Instant::now();
     let finals = match ask(PeerRequest::Fence {
         fragment,
@@ -384,7 +414,8 @@ async fn copy_and_hand_off(
         ));
     }
     let flip = std::env::var_os("AUGUR_TEST_FLIP_FINAL_DELTA").is_some();
-    report.bytes += catch_up(&conn, &pulls, &finals, flip).await?;
+    // Inside the write pause: never held back by the bandwidth budget.
+    report.bytes += catch_up(&conn, &pulls, &finals, flip, None).await?;
     report.pause.final_pull_us = lap(&mut mark);
     let mut fragments = Vec::with_capacity(pulls.len());
     // Unregistering unmaps the fabric's second mapping of each region, milliseconds for
@@ -499,13 +530,20 @@ async fn read_range(
     mr: &AnyMr,
     from: u64,
     to: u64,
+    pace: Option<&Pace>,
     mut landed: impl FnMut(u64) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut in_flight = FuturesOrdered::new();
     let mut next = from;
+    let chunk = pace.map_or(CHUNK, |p| p.piece(CHUNK));
     loop {
+        let mut held_back = None;
         while next < to && in_flight.len() < BATCH {
-            let len = CHUNK.min(to - next);
+            let len = chunk.min(to - next);
+            if let Some(wait) = pace.map(|p| p.try_take(len)).filter(|w| !w.is_zero()) {
+                held_back = Some(wait);
+                break;
+            }
             let op = Op {
                 remote: *desc,
                 remote_offset: next,
@@ -516,6 +554,15 @@ async fn read_range(
             let end = next + len;
             in_flight.push_back(async move { conn.read_batch(&[op]).await.map(|()| end) });
             next = end;
+        }
+        if in_flight.is_empty() {
+            match held_back {
+                Some(wait) => {
+                    glommio::timer::sleep(wait).await;
+                    continue;
+                }
+                None => return Ok(()),
+            }
         }
         match in_flight.next().await {
             Some(Ok(end)) => landed(end)?,
@@ -533,10 +580,11 @@ async fn pull(
     p: &Pull,
     to: u64,
     landed: Option<futures::channel::mpsc::UnboundedSender<()>>,
+    pace: Option<&Pace>,
 ) -> Result<u64, String> {
     let from = p.copied.get();
     let lo = &p.exported.lo;
-    read_range(conn, &p.desc, &p.mr, from, to, |end| {
+    read_range(conn, &p.desc, &p.mr, from, to, pace, |end| {
         let at = usize::try_from(end).map_err(|_| "offset too large")?;
         p.builder
             .borrow_mut()
@@ -595,6 +643,7 @@ async fn catch_up(
     pulls: &[Pull],
     tails: &[RegionTail],
     flip_for_test: bool,
+    pace: Option<&Pace>,
 ) -> Result<u64, String> {
     let mut moved = 0;
     for (p, t) in pulls.iter().zip(tails) {
@@ -606,7 +655,7 @@ async fn catch_up(
         if t.tail < p.copied.get() || t.tail > p.exported.region_len {
             return Err("a source region's log went backwards or past its end".into());
         }
-        moved += pull(conn, p, t.tail, None).await?;
+        moved += pull(conn, p, t.tail, None, pace).await?;
         prove_copied(p, t, flip_for_test)?;
     }
     Ok(moved)
@@ -720,6 +769,31 @@ fn fence(
         ctx.abandon_fence(fragment);
     }
     finals
+}
+
+/// The migrations in flight to any member (each target reports its own); a member
+/// that does not answer is left out.
+pub async fn in_flight(ctx: &CoreCtx) -> Vec<crate::telemetry::migrations::Progress> {
+    let mut all = ctx.shared.migration_stats().in_flight();
+    let cluster = ctx.shared.cluster();
+    let asks = cluster
+        .members
+        .iter()
+        .filter(|(id, _)| **id != cluster.my_id)
+        .filter_map(|(_, m)| m.fabric.first().copied())
+        .map(|addr| async move {
+            ctx.peers
+                .request_with_timeout(addr, &PeerRequest::Migrations, Duration::from_secs(1))
+                .await
+        });
+    for reply in futures::future::join_all(asks).await {
+        if let Ok(PeerReply::Migrations(list)) = reply {
+            let room = crate::telemetry::migrations::MAX_IN_FLIGHT;
+            all.extend(list.into_iter().take(room));
+        }
+    }
+    all.sort_by_key(|p| p.fragment);
+    all
 }
 
 /// Answer a migration request from a peer (source side, or the target's trigger).

@@ -222,6 +222,10 @@ fn parameters(shared: &NodeShared) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("timeout", c.timeout.to_string()),
         (
+            "migration-max-mb-per-s",
+            (shared.migration_pace.rate() >> 20).to_string(),
+        ),
+        (
             "partial-request-timeout",
             c.partial_request_timeout.to_string(),
         ),
@@ -280,6 +284,12 @@ fn config_set(shared: &NodeShared, pairs: &[(Bytes, Bytes)]) -> Frame {
                 updates.push(Box::new(move || {
                     shared.max_bulk_len.store(v, Ordering::Relaxed)
                 }));
+            }
+            "migration-max-mb-per-s" => {
+                let Some(v) = value_s.parse::<u64>().ok().filter(|v| *v < 1 << 40) else {
+                    return bad();
+                };
+                updates.push(Box::new(move || shared.migration_pace.set_rate(v << 20)));
             }
             "requirepass" => {
                 let pw = (!value.is_empty()).then(|| value.clone());

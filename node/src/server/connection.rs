@@ -270,6 +270,9 @@ pub async fn execute_batch(
                     Plan::Reply(f) => f,
                     Plan::Move(m) => move_keys(ctx, m).await,
                     Plan::Migrate { fragment, to } => migrate(ctx, fragment, to).await,
+                    Plan::Migrations => Frame::Verbatim(Bytes::from(
+                        super::status::render_migrations(&crate::migrate::in_flight(ctx).await),
+                    )),
                     Plan::SetPolicy(p) => {
                         ctx.shared.set_policy(&p);
                         broadcast(ctx, crate::core::wire::PeerRequest::SetPolicy(p)).await

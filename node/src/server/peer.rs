@@ -86,6 +86,7 @@ async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
         | PeerRequest::Fence { .. }
         | PeerRequest::Unfence { .. } => crate::migrate::answer(ctx, req).await,
         PeerRequest::Ping => PeerReply::Ack,
+        PeerRequest::Migrations => PeerReply::Migrations(ctx.shared.migration_stats().in_flight()),
         PeerRequest::SetPolicy(p) => {
             if crate::config::POLICIES.contains(&p.as_str()) {
                 ctx.shared.set_policy(&p);

@@ -145,3 +145,22 @@ pub fn render(shared: &NodeShared) -> String {
     );
     out
 }
+
+/// `AUGUR MIGRATIONS`: one line per migration in flight, `key=value` words so tools can
+/// read them (`augur migrate` draws its progress bar from these), or a line saying
+/// there are none.
+pub fn render_migrations(list: &[crate::telemetry::migrations::Progress]) -> String {
+    if list.is_empty() {
+        return "no migrations in flight\n".into();
+    }
+    let mut out = String::new();
+    for p in list {
+        let rate = p.bytes_done as f64 / (p.elapsed_ms.max(1) as f64 / 1000.0) / (1 << 20) as f64;
+        let _ = writeln!(
+            out,
+            "fragment={} from={} to={} phase={} bytes={} total={} elapsed_ms={} mib_per_s={rate:.1}",
+            p.fragment, p.from, p.to, p.phase, p.bytes_done, p.bytes_total, p.elapsed_ms
+        );
+    }
+    out
+}
