@@ -134,6 +134,12 @@ impl CoreCtx {
     /// cores' one mesh message per core, other nodes' one fabric request per node.
     /// Replies come back in request order.
     pub async fn run_keys(&self, reqs: Vec<KeyRequest>) -> Vec<Frame> {
+        self.run_keys_for(0, reqs).await
+    }
+
+    /// `run_keys` for client connection `client` (its id; 0: none), whose order of
+    /// fragments feeds the placement's sequence model.
+    pub async fn run_keys_for(&self, client: u64, reqs: Vec<KeyRequest>) -> Vec<Frame> {
         let mut out: Vec<Option<Frame>> = vec![None; reqs.len()];
         // For telemetry: each request's table fragment, whether it writes, its bytes
         // (the reply's are added once known); filled by the first routing pass.
@@ -223,6 +229,7 @@ impl CoreCtx {
                 _ => 0,
             };
             access.record(fragment, write, bytes + reply_bytes);
+            access.record_order(client, fragment);
         }
         out
     }
@@ -418,16 +425,20 @@ impl CoreCtx {
     /// End a telemetry tick: this core's summary goes to every member (this node's
     /// own straight into its aggregate), without waiting on slow peers.
     fn ship_telemetry(self: &Rc<Self>, tick: Duration, resources: Option<Resources>) {
-        let (fragments, sizes) = {
+        let (fragments, sizes, sequences) = {
             let mut routes = self.routes.borrow_mut();
             let table = routes.get(&self.shared.routes);
-            let counts = self.access.borrow_mut().drain(|i| table.fragment_id(i));
+            let mut access = self.access.borrow_mut();
+            let counts = access.drain(|i| table.fragment_id(i));
+            // Connection ids are unique on the node, not only on this core.
+            let orders = access.drain_orders(|i| table.fragment_id(i));
+            drop(access);
             let mut sizes: HashMap<u64, u64> = HashMap::new();
             for (lo, bytes) in self.shard.borrow().sizes() {
                 let (_, index) = table.locate(&lo);
                 *sizes.entry(table.fragment_id(index)).or_default() += bytes;
             }
-            (counts, sizes.into_iter().collect())
+            (counts, sizes.into_iter().collect(), orders)
         };
         let cluster = self.shared.cluster();
         let summary = TickSummary {
@@ -437,6 +448,7 @@ impl CoreCtx {
             fragments,
             sizes,
             resources,
+            sequences,
         };
         for (id, member) in &cluster.members {
             if *id == cluster.my_id {

@@ -53,9 +53,9 @@ pub async fn run(ctx: Rc<CoreCtx>) {
         controller.set_policy(policy);
         controller.calibrate(crate::telemetry::stats::peer_rtt_us(&ctx.shared.stats) as f64);
         let table = ownership.table();
-        let (rates, sizes) = {
-            let t = ctx.shared.telemetry();
-            (t.rates(), t.sizes())
+        let (rates, sizes, orders) = {
+            let mut t = ctx.shared.telemetry();
+            (t.rates(), t.sizes(), t.take_orders())
         };
         let fragments: Vec<FragmentView> = table
             .fragments
@@ -87,6 +87,7 @@ pub async fn run(ctx: Rc<CoreCtx>) {
             nodes: &nodes,
             rates: &rates,
             hints: &hints,
+            orders: &orders,
         });
         *ctx.shared.placement_report() = controller.report();
         for d in decisions {

@@ -112,6 +112,9 @@ pub struct TickInput<'a> {
     /// fragment id → node id → accesses per second by that node's clients, this tick.
     pub rates: &'a HashMap<u64, HashMap<u64, f64>>,
     pub hints: &'a [Hint],
+    /// `(node, connection, fragment ids in order)`: where each client connection went
+    /// since the last tick, for the sequence (Markov) model.
+    pub orders: &'a [(u64, u64, Vec<u64>)],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +230,8 @@ impl Default for ControllerConfig {
 const MAX_FRAGMENTS: usize = 1 << 20;
 const MAX_NODES: usize = 4_096;
 const MAX_HINTS: usize = 1_024;
+/// Most access orders one tick feeds the sequence model (each at most 32 steps long).
+const MAX_ORDERS: usize = 8_192;
 
 /// A finite, non-negative rate, or 0.
 pub(crate) fn clean_rate(rate: f64) -> f64 {
@@ -247,6 +252,8 @@ pub(crate) struct CleanTick<'a> {
     /// Per fragment (parallel to `fragments`): (member node, clean rate), sorted by node.
     pub rates: Vec<Vec<(u64, f64)>>,
     pub hints: &'a [Hint],
+    /// Access orders of member nodes' connections (bounded).
+    pub orders: Vec<&'a (u64, u64, Vec<u64>)>,
 }
 
 impl<'a> CleanTick<'a> {
@@ -281,6 +288,12 @@ impl<'a> CleanTick<'a> {
             })
             .collect();
         let hints = &input.hints[..input.hints.len().min(MAX_HINTS)];
+        let orders = input
+            .orders
+            .iter()
+            .filter(|(n, _, _)| nodes.binary_search(n).is_ok())
+            .take(MAX_ORDERS)
+            .collect();
         CleanTick {
             now_ms: input.now_ms,
             tick,
@@ -288,6 +301,7 @@ impl<'a> CleanTick<'a> {
             nodes,
             rates,
             hints,
+            orders,
         }
     }
 

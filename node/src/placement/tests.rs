@@ -49,6 +49,7 @@ fn run(
             nodes,
             rates: &rates,
             hints: &[],
+            orders: &[],
         };
         let decisions = controller.tick(&input);
         assert!(decisions.len() <= controller.config().max_moves_per_tick);
@@ -223,6 +224,7 @@ fn unreported_decisions_expire_as_failed() {
             nodes: &NODES,
             rates: &rates,
             hints: &[],
+            orders: &[],
         });
         if !decisions.is_empty() {
             decided.push(t);
@@ -272,6 +274,7 @@ fn the_per_tick_budget_holds_for_moves_and_bytes() {
             nodes: &NODES,
             rates: &rates,
             hints: &hints,
+            orders: &[],
         });
         assert_eq!(decisions.len(), expected, "{policy} {max_bytes}");
         assert!(decisions
@@ -316,6 +319,7 @@ fn reactive_moves_after_exactly_k_ticks_and_respects_min_rate() {
             nodes: &NODES,
             rates,
             hints: &[],
+            orders: &[],
         })
     };
     // Node 2 dominant (80% of 1000/s), except one tick that breaks the streak.
@@ -436,6 +440,7 @@ fn a_hint_moves_a_range_before_any_access() {
             nodes: &NODES,
             rates: &rates,
             hints,
+            orders: &[],
         })
     };
     let hint = |node, until_ms| Hint {
@@ -585,6 +590,7 @@ proptest! {
                 nodes: &nodes,
                 rates: &rate_map,
                 hints: &hints,
+                orders: &[],
             };
             let decisions = controller.tick(&input);
             prop_assert!(decisions.len() <= controller.config().max_moves_per_tick);
@@ -711,6 +717,7 @@ fn decision_offsets_with_slow_moves() -> (Vec<i64>, usize) {
             nodes: &NODES,
             rates: &rates,
             hints: &[],
+            orders: &[],
         };
         for d in controller.tick(&input) {
             let Action::Migrate { fragment, to } = d.action;

@@ -262,7 +262,10 @@ pub async fn execute_batch(
             }
             Ok(other) => {
                 if !pending.is_empty() {
-                    key_replies.extend(ctx.run_keys(std::mem::take(&mut pending)).await);
+                    key_replies.extend(
+                        ctx.run_keys_for(session.id, std::mem::take(&mut pending))
+                            .await,
+                    );
                 }
                 let reply = match other {
                     Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &request[0]),
@@ -303,7 +306,7 @@ pub async fn execute_batch(
         }
     }
     if !pending.is_empty() {
-        key_replies.extend(ctx.run_keys(pending).await);
+        key_replies.extend(ctx.run_keys_for(session.id, pending).await);
     }
     let mut key_replies = key_replies.into_iter().map(Some).collect::<Vec<_>>();
     slots

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 /// Leading key bytes the prefix write series aggregate by.
 const PREFIX_LEN: usize = 4;
+/// Most client connections per core whose access order a tick's summary carries...
+pub const MAX_SEQUENCES: usize = 256;
+/// ... and most fragment changes per connection per tick (a walk crosses a few).
+pub const MAX_SEQUENCE_LEN: usize = 32;
 
 /// Accesses to one cluster fragment during one tick, by one node's clients.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,12 +52,23 @@ pub struct TickSummary {
     pub sizes: Vec<(u64, u64)>,
     /// Sent by core 0 only, for the whole node.
     pub resources: Option<Resources>,
+    /// For the sequence (Markov) model: per client connection of this core (an id unique
+    /// on the node), the fragments it went to during the tick, in order, each listed
+    /// when the connection moved to it from another.
+    #[serde(default)]
+    pub sequences: Vec<(u64, Vec<u64>)>,
 }
 
 /// A core's recorder, indexed by the route table's dense fragment index.
 pub struct AccessRecorder {
     recorder: CoreRecorder,
     fragments: usize,
+    /// This tick's fragment changes per connection (bounded as the constants say).
+    sequences: std::collections::HashMap<u64, Vec<u32>>,
+    /// Where each connection seen last tick or this one was last: a connection that
+    /// stays in one fragment adds nothing.
+    last: std::collections::HashMap<u64, u32>,
+    seen: std::collections::HashSet<u64>,
 }
 
 impl AccessRecorder {
@@ -61,7 +76,45 @@ impl AccessRecorder {
         AccessRecorder {
             recorder: CoreRecorder::new(fragments, 1, PREFIX_LEN),
             fragments,
+            sequences: Default::default(),
+            last: Default::default(),
+            seen: Default::default(),
         }
+    }
+
+    /// Connection `client` (0: not a client connection) went to `fragment`.
+    pub fn record_order(&mut self, client: u64, fragment: u32) {
+        if client == 0 {
+            return;
+        }
+        if self.seen.len() < MAX_SEQUENCES * 4 {
+            self.seen.insert(client);
+        }
+        if self.last.get(&client) == Some(&fragment) {
+            return;
+        }
+        if self.last.len() < MAX_SEQUENCES * 4 || self.last.contains_key(&client) {
+            self.last.insert(client, fragment);
+        }
+        let room = self.sequences.len() < MAX_SEQUENCES;
+        match self.sequences.get_mut(&client) {
+            Some(order) if order.len() < MAX_SEQUENCE_LEN => order.push(fragment),
+            Some(_) => {}
+            None if room => {
+                self.sequences.insert(client, vec![fragment]);
+            }
+            None => {}
+        }
+    }
+
+    /// Take the tick's access orders, naming fragments by their cluster ids.
+    pub fn drain_orders(&mut self, fragment_id: impl Fn(u32) -> u64) -> Vec<(u64, Vec<u64>)> {
+        let seen = std::mem::take(&mut self.seen);
+        self.last.retain(|c, _| seen.contains(c));
+        std::mem::take(&mut self.sequences)
+            .into_iter()
+            .map(|(c, order)| (c, order.into_iter().map(&fragment_id).collect()))
+            .collect()
     }
 
     /// Count one access by a client of this node.
@@ -129,5 +182,35 @@ mod tests {
             ]
         );
         assert!(r.drain(u64::from).is_empty());
+    }
+
+    #[test]
+    fn access_order_lists_each_move_of_a_connection_once() {
+        let mut r = AccessRecorder::new(4);
+        for f in [1, 1, 2, 2, 2, 1, 3] {
+            r.record_order(7, f);
+        }
+        r.record_order(8, 2);
+        r.record_order(0, 3); // not a client: no order
+        let mut got = r.drain_orders(|i| 100 + u64::from(i));
+        got.sort();
+        assert_eq!(got, vec![(7, vec![101, 102, 101, 103]), (8, vec![102])]);
+        // Next tick: staying where it was adds nothing; moving does.
+        r.record_order(7, 3);
+        r.record_order(8, 1);
+        assert_eq!(r.drain_orders(u64::from), vec![(8, vec![1])]);
+    }
+
+    #[test]
+    fn access_order_is_bounded() {
+        let mut r = AccessRecorder::new(4);
+        for client in 1..=(MAX_SEQUENCES as u64 + 50) {
+            for step in 0..(MAX_SEQUENCE_LEN as u32 * 2) {
+                r.record_order(client, step % 2);
+            }
+        }
+        let got = r.drain_orders(u64::from);
+        assert_eq!(got.len(), MAX_SEQUENCES);
+        assert!(got.iter().all(|(_, o)| o.len() == MAX_SEQUENCE_LEN));
     }
 }

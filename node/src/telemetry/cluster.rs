@@ -16,13 +16,25 @@ pub const STALE: Duration = Duration::from_secs(5);
 /// Most (node, core) reporters kept.
 const MAX_REPORTERS: usize = 4096;
 
+/// Most access orders waiting for the placement controller (it takes them every tick;
+/// beyond this, as when this node does not lead, the oldest are dropped).
+const MAX_ORDERS: usize = 8192;
+
 #[derive(Default)]
 pub struct ClusterTelemetry {
     latest: HashMap<(u64, u32), (Instant, TickSummary)>,
+    /// `(node, connection, fragments in order)`, oldest first, each delivered once.
+    orders: std::collections::VecDeque<(u64, u64, Vec<u64>)>,
 }
 
 impl ClusterTelemetry {
-    pub fn ingest(&mut self, summary: TickSummary) {
+    pub fn ingest(&mut self, mut summary: TickSummary) {
+        for (connection, order) in std::mem::take(&mut summary.sequences) {
+            if self.orders.len() >= MAX_ORDERS {
+                self.orders.pop_front();
+            }
+            self.orders.push_back((summary.node, connection, order));
+        }
         if self.latest.len() >= MAX_REPORTERS
             && !self.latest.contains_key(&(summary.node, summary.core))
         {
@@ -85,6 +97,11 @@ impl ClusterTelemetry {
         out
     }
 
+    /// The access orders that arrived since the last call, oldest first.
+    pub fn take_orders(&mut self) -> Vec<(u64, u64, Vec<u64>)> {
+        self.orders.drain(..).collect()
+    }
+
     /// The latest resource report of `node`.
     pub fn resources(&self, node: u64) -> Option<Resources> {
         self.fresh()
@@ -110,6 +127,7 @@ mod tests {
             }],
             sizes: vec![(fragment, 100)],
             resources: None,
+            sequences: vec![(node * 10 + u64::from(core), vec![fragment])],
         }
     }
 
@@ -130,5 +148,12 @@ mod tests {
         );
         // Three reporters (node 1 core 0 and 1, node 2 core 0) each said 100 bytes.
         assert_eq!(t.sizes().get(&7), Some(&300));
+        // Access orders are kept in arrival order and handed out once.
+        let orders = t.take_orders();
+        assert_eq!(
+            orders.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>(),
+            [(1, 10), (1, 11), (2, 20), (2, 20)]
+        );
+        assert!(t.take_orders().is_empty());
     }
 }
