@@ -82,6 +82,11 @@ pub struct RunFlags {
     /// Keep the node logs (their `placement decision` lines say why each move was made).
     #[arg(long)]
     pub keep_logs: bool,
+    /// Runs of every policy, interleaved (all policies once, then again, ...); with more
+    /// than one, each repetition's report goes to `rep-N/` and the table gives each
+    /// figure's median and range over the repetitions.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
 }
 
 /// `augur bench scenario NAME`.
@@ -172,6 +177,10 @@ impl RunFlags {
             (1..=1024).contains(&self.pipeline),
             "--pipeline must be in 1..=1024"
         );
+        ensure!(
+            (1..=100).contains(&self.repeat),
+            "--repeat must be in 1..=100"
+        );
         self.policies().map(|_| ())
     }
 
@@ -251,6 +260,7 @@ pub fn run_demo(opts: &DemoOptions) -> anyhow::Result<()> {
         pipeline: 1,
         augur: opts.augur.clone(),
         keep_logs: false,
+        repeat: 1,
     };
     run.validate()?;
     println!(
@@ -294,33 +304,54 @@ fn run_all(
     let augur = augur_binary(&flags.augur)?;
     let out = flags.out_dir(scenario);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let logs = out.join("logs");
-    let mut runs = Vec::new();
     let policies = flags.policies()?;
-    for (i, policy) in policies.iter().enumerate() {
-        eprintln!(
-            "[{}/{}] {scenario} under {policy}: starting {NODES} nodes",
-            i + 1,
-            policies.len()
-        );
-        let run = run_policy(&augur, flags, scenario, policy, make()?, &logs.join(policy))?;
-        runs.push(run);
-    }
-    if !flags.keep_logs {
-        let _ = std::fs::remove_dir_all(&logs);
-    }
     let description = make()?.name().to_string();
-    let input = ReportInput {
-        scenario,
-        description: &description,
-        slo_p99_us: (flags.slo_p99_ms * 1000.0) as u64,
-        command,
-        runs: &runs,
-    };
-    println!("\n{}", report::summary_table(&input));
-    let html = report::write(&out, &input)?;
-    println!("report: {}", html.display());
-    Ok(runs)
+    let repeats = flags.repeat.max(1);
+    let mut all: Vec<Vec<PolicyRun>> = Vec::new();
+    for rep in 1..=repeats {
+        let dir = if repeats == 1 {
+            out.clone()
+        } else {
+            out.join(format!("rep-{rep}"))
+        };
+        let logs = dir.join("logs");
+        let mut runs = Vec::new();
+        for (i, policy) in policies.iter().enumerate() {
+            let of = if repeats == 1 {
+                String::new()
+            } else {
+                format!(" (repetition {rep} of {repeats})")
+            };
+            eprintln!(
+                "[{}/{}] {scenario} under {policy}{of}: starting {NODES} nodes",
+                i + 1,
+                policies.len()
+            );
+            let run = run_policy(&augur, flags, scenario, policy, make()?, &logs.join(policy))?;
+            runs.push(run);
+        }
+        if !flags.keep_logs {
+            let _ = std::fs::remove_dir_all(&logs);
+        }
+        let input = ReportInput {
+            scenario,
+            description: &description,
+            slo_p99_us: (flags.slo_p99_ms * 1000.0) as u64,
+            command,
+            runs: &runs,
+        };
+        println!("\n{}", report::summary_table(&input));
+        let html = report::write(&dir, &input)?;
+        println!("report: {}", html.display());
+        all.push(runs);
+    }
+    if repeats > 1 {
+        let table = report::repeats_table(scenario, flags.slo_p99_ms, &all);
+        println!("\n{table}");
+        std::fs::write(out.join("repeats.txt"), &table)
+            .with_context(|| format!("writing {}", out.join("repeats.txt").display()))?;
+    }
+    Ok(all.into_iter().next().unwrap_or_default())
 }
 
 /// One node's counters at one instant.

@@ -225,6 +225,63 @@ fn table_cells(input: &ReportInput) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// An aligned text table, one row per policy (policy left-aligned, numbers right).
+/// Each policy's figures over repeated runs (`runs[rep][policy]`, policies in the same
+/// order every time): the median and, in brackets, the smallest and largest.
+pub fn repeats_table(scenario: &str, slo_p99_ms: f64, runs: &[Vec<PolicyRun>]) -> String {
+    let mut out = format!(
+        "scenario {scenario} — {} repetitions, median [min–max]; SLO p99 {slo_p99_ms} ms\n",
+        runs.len()
+    );
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "{:<11} {:>22} {:>22} {:>22} {:>20} {:>14}",
+        "policy", "ops/s", "p99 ms", "local hit %", "SLO viol s", "moves"
+    );
+    for (i, policy) in first.iter().map(|r| &r.policy).enumerate() {
+        let of = |f: &dyn Fn(&Summary) -> f64| -> Vec<f64> {
+            runs.iter()
+                .filter_map(|rep| rep.get(i))
+                .filter(|r| &r.policy == policy)
+                .map(|r| f(&r.summary))
+                .collect()
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} {:>22} {:>22} {:>22} {:>20} {:>14}",
+            policy,
+            spread(&of(&|s| s.throughput), 0),
+            spread(&of(&|s| s.p99_us as f64 / 1000.0), 2),
+            spread(&of(&|s| s.local_hit.map_or(f64::NAN, |h| 100.0 * h)), 1),
+            spread(&of(&|s| f64::from(s.slo_violation_s)), 0),
+            spread(&of(&|s| s.migrations as f64), 0),
+        );
+    }
+    out
+}
+
+/// `median [min–max]` of finite values, or `-`.
+fn spread(values: &[f64], decimals: usize) -> String {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    format!(
+        "{median:.decimals$} [{:.decimals$}–{:.decimals$}]",
+        v[0],
+        v[n - 1]
+    )
+}
+
 pub fn summary_table(input: &ReportInput) -> String {
     let (header, rows) = table_cells(input);
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

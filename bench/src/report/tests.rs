@@ -311,3 +311,32 @@ fn empty_runs_still_give_readable_plots() {
         "{csv}"
     );
 }
+
+#[test]
+fn repeats_give_each_policys_median_and_range() {
+    let runs = synthetic_runs();
+    let mut reps: Vec<Vec<PolicyRun>> = (0..3).map(|_| runs.clone()).collect();
+    for (k, rep) in reps.iter_mut().enumerate() {
+        for r in rep.iter_mut() {
+            r.summary.p99_us = 1000 * (k as u64 + 1); // 1, 2, 3 ms
+            r.summary.slo_violation_s = [7, 1, 4][k];
+        }
+    }
+    let table = repeats_table("hotspot", 5.0, &reps);
+    assert!(table.contains("3 repetitions"), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2 + runs.len(), "{table}");
+    for (line, run) in lines[2..].iter().zip(&runs) {
+        assert!(line.starts_with(&run.policy), "{line}");
+        assert!(
+            line.contains("2.00 [1.00–3.00]"),
+            "p99 median and range: {line}"
+        );
+        assert!(
+            line.contains("4 [1–7]"),
+            "SLO seconds median and range: {line}"
+        );
+    }
+    assert_eq!(spread(&[], 1), "-");
+    assert_eq!(spread(&[f64::NAN, 2.0, 4.0], 1), "3.0 [2.0–4.0]");
+}
