@@ -55,6 +55,22 @@ pub enum Outcome {
     Forward(usize),
 }
 
+/// FLUSHALLs this process has done (every core's flush bumps it). A flush starts the
+/// fragments' versions again from `(1, 1)`, so a record's version alone cannot tell a
+/// key written after a flush from the one watched before it; this count can.
+static FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// What WATCH remembers of a key, compared again at EXEC: the key's current record
+/// version (tombstones included, so a deleted key differs from one never written) and
+/// whether it was live, plus the flush count. Any write, delete, expiry or FLUSHALL in
+/// between changes it (decision `transactions-across-cores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchToken {
+    flushes: u64,
+    /// `(version, live)` of the key's current record; `None` when it has none.
+    record: Option<(u64, bool)>,
+}
+
 /// A sorted listing of a fragment's keys, reused by SCAN steps while valid.
 struct KeyListing {
     built: Instant,
@@ -179,6 +195,27 @@ impl Shard {
         via_pointer.or_else(|| match self.env.routes.snapshot().owner_of(key) {
             Owner::Core(core) if core != self.core => Some(core),
             _ => None,
+        })
+    }
+
+    /// Whether `key` is in a fragment this core holds (a transaction checks this
+    /// under its hold: a request for a key elsewhere would be forwarded).
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        self.locate(key).is_some()
+    }
+
+    /// The WATCH token of `key`, or `None` when this core does not hold its fragment.
+    pub fn watch_token(&self, key: &[u8], now: u64) -> Option<WatchToken> {
+        let fragment = self.fragments.get(&self.locate(key)?)?;
+        let record = match fragment.lookup_any(key) {
+            Ok(r) => r.map(|r| (r.version, !r.is_tombstone() && !r.is_expired(now))),
+            // Unreadable (corrupt): a version no write makes; EXEC aborts unless the
+            // record is still unreadable then.
+            Err(_) => Some((u64::MAX, false)),
+        };
+        Some(WatchToken {
+            flushes: FLUSHES.load(Ordering::Acquire),
+            record,
         })
     }
 
@@ -568,6 +605,7 @@ impl Shard {
     }
 
     fn flush(&mut self) {
+        FLUSHES.fetch_add(1, Ordering::AcqRel);
         let geometry = self.env.geometry;
         let hugetlb = self.env.hugepages;
         for fragment in self.fragments.values_mut() {
