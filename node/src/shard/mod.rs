@@ -831,6 +831,69 @@ mod tests {
         }
     }
 
+    /// WATCH tokens: reads leave them, every kind of change moves them. (Only the
+    /// record part is compared where nothing flushed: other tests in this process
+    /// may flush at any time, which moves the shared flush count.)
+    #[test]
+    fn watch_tokens_change_with_every_write_and_only_then() {
+        let (mut shard, _) = shard_with_keys(0);
+        let key = Bytes::from_static(b"k1:w");
+        let run = |shard: &mut Shard, op: KeyOp, now: u64| {
+            done(shard.execute(
+                &KeyRequest {
+                    key: key.clone(),
+                    op,
+                },
+                now,
+            ))
+        };
+        let token = |shard: &Shard, now: u64| shard.watch_token(&key, now).unwrap();
+        let absent = token(&shard, 1);
+        assert_eq!(absent.record, None);
+        run(&mut shard, KeyOp::Get, 1);
+        assert_eq!(token(&shard, 1).record, absent.record, "a read moved it");
+        let set = |v: &'static [u8]| KeyOp::Set {
+            value: Bytes::from_static(v),
+            ttl: Ttl::Keep,
+            cond: SetCond::Always,
+            get: false,
+        };
+        run(&mut shard, set(b"a"), 1);
+        let written = token(&shard, 1);
+        assert_ne!(written.record, absent.record);
+        run(&mut shard, set(b"a"), 1);
+        let same_value = token(&shard, 1);
+        assert_ne!(same_value.record, written.record, "a rewrite is a change");
+        run(&mut shard, KeyOp::Del, 1);
+        let deleted = token(&shard, 1);
+        assert_ne!(deleted.record, same_value.record);
+        assert_ne!(
+            deleted.record, absent.record,
+            "deleted differs from never set"
+        );
+        run(
+            &mut shard,
+            KeyOp::Set {
+                value: Bytes::from_static(b"t"),
+                ttl: Ttl::At(100),
+                cond: SetCond::Always,
+                get: false,
+            },
+            1,
+        );
+        assert_ne!(
+            token(&shard, 50).record,
+            token(&shard, 200).record,
+            "expiry is a change"
+        );
+        // A flush starts versions again; the flush count tells the tokens apart.
+        let before = token(&shard, 1);
+        shard.flush();
+        run(&mut shard, set(b"t"), 1);
+        assert!(token(&shard, 1).flushes > before.flushes);
+        assert_ne!(token(&shard, 1), before);
+    }
+
     #[test]
     fn msetnx_across_fragments_is_all_or_nothing() {
         let (mut shard, _) = shard_with_keys(1);
