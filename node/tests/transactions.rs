@@ -509,3 +509,19 @@ fn concurrent_transactions_from_both_cores_do_not_deadlock() {
     let (x, y): (i64, i64) = c.mget(&[&a, &b]).unwrap();
     assert_eq!((x, y), (n * rounds, n * rounds));
 }
+
+/// Relative expiries count from EXEC, as in Redis, not from when the command was
+/// queued: a queued `SET ... PX 300` run 400 ms later still lives 300 ms.
+#[test]
+fn queued_relative_times_count_from_exec() {
+    let port = start_node(|_| {});
+    let mut c = client(port);
+    let _: () = cmd(&mut c, &["MULTI"]).unwrap();
+    let queued: String = cmd(&mut c, &["SET", "ttl", "v", "PX", "300"]).unwrap();
+    assert_eq!(queued, "QUEUED");
+    // The time between queueing and EXEC is what is under test.
+    std::thread::sleep(Duration::from_millis(400));
+    let _: Value = cmd(&mut c, &["EXEC"]).unwrap();
+    let pttl: i64 = c.pttl("ttl").unwrap();
+    assert!(pttl > 0 && pttl <= 300, "pttl {pttl}");
+}

@@ -256,7 +256,11 @@ pub async fn execute_batch(
             continue;
         }
         match cmd::parse(&request, &parse_ctx) {
-            Err(e) => slots.push(Slot::Ready(e)),
+            Err(e) => {
+                // E.g. WATCH's arity inside MULTI: Redis fails the transaction too.
+                session.txn.fail();
+                slots.push(Slot::Ready(e))
+            }
             Ok(Plan::Keys(plan)) => {
                 if plan.reqs.iter().any(|r| r.op.grows()) && shared.over_maxmemory() {
                     slots.push(Slot::Ready(Frame::error(

@@ -1,11 +1,13 @@
 //! A connection's transaction state: the commands queued since MULTI, the keys it
 //! WATCHes, and EXEC (run atomically across cores by `core::txn`).
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 
 use super::connection::{combine_replies, Session};
 use crate::cmd::multi::{self, TxnCmd};
-use crate::cmd::{self, KeyRequest, MoveKind, Plan};
+use crate::cmd::{self, args, KeyRequest, MoveKind, ParseContext, Plan};
 use crate::core::txn::Begin;
 use crate::core::CoreCtx;
 use crate::resp::Frame;
@@ -30,7 +32,9 @@ pub struct ConnTxn {
 
 #[derive(Default)]
 struct Queue {
-    commands: Vec<(Bytes, Plan)>,
+    /// The requests as sent: parsed again at EXEC, so relative times (SET ... EX)
+    /// count from EXEC, as in Redis, not from when they were queued.
+    commands: Vec<Vec<Bytes>>,
     bytes: usize,
     /// A queue-time error happened: EXEC replies EXECABORT.
     failed: bool,
@@ -99,7 +103,7 @@ pub fn queue(
             "ERR Transaction discarded: its queued commands exceed client-query-buffer-limit or {MAX_QUEUED} commands"
         ));
     }
-    q.commands.push((request[0].clone(), plan));
+    q.commands.push(request.to_vec());
     Frame::simple("QUEUED")
 }
 
@@ -150,8 +154,22 @@ async fn exec(ctx: &CoreCtx, session: &mut Session) -> Frame {
     if queue.failed {
         return Frame::error(multi::EXECABORT);
     }
+    let parse_ctx = ParseContext {
+        now_ms: args::now_ms(),
+        max_bulk_len: ctx.shared.max_bulk_len.load(Ordering::Relaxed) as usize,
+    };
+    // Each parsed as it was when queued (a changed limit makes that command's reply
+    // an error, like any runtime error).
+    let commands: Vec<(Bytes, Plan)> = queue
+        .commands
+        .into_iter()
+        .map(|request| {
+            let plan = cmd::parse(&request, &parse_ctx).unwrap_or_else(Plan::Reply);
+            (request[0].clone(), plan)
+        })
+        .collect();
     let mut keys: Vec<(Bytes, Vec<Bytes>)> = Vec::new();
-    for (_, plan) in &queue.commands {
+    for (_, plan) in &commands {
         match plan {
             Plan::Keys(k) => keys.extend(
                 k.reqs
@@ -170,8 +188,8 @@ async fn exec(ctx: &CoreCtx, session: &mut Session) -> Frame {
         Begin::Changed => return Frame::NullArray,
         Begin::Failed(e) => return e,
     };
-    let mut replies = Vec::with_capacity(queue.commands.len());
-    let mut commands = queue.commands.into_iter().peekable();
+    let mut replies = Vec::with_capacity(commands.len());
+    let mut commands = commands.into_iter().peekable();
     while let Some((name, plan)) = commands.next() {
         let reply = match plan {
             Plan::Keys(first) => {
