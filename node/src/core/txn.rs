@@ -611,3 +611,134 @@ impl Drop for Txn<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::NodeShared;
+    use crate::router::table::{initial_range, RouteTable, Routes};
+    use augur_fabric::{AnyTransport, Backend, FabricConfig};
+    use glommio::channels::channel_mesh::{Full, MeshBuilder};
+    use glommio::{LocalExecutorBuilder, Placement};
+    use std::rc::Rc;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Barrier};
+
+    /// Poll `cond` every millisecond for up to 10 s (the executor keeps running).
+    async fn until(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
+    /// Core 1 is held (by a transaction that takes too long); core 0's transaction
+    /// gives up after `HOLD_WAIT` and releases. Its pending hold request must be gone
+    /// from core 1's queue: when core 1's hold ends, core 1 is free (not held by the
+    /// transaction that gave up) and answers other cores again.
+    #[test]
+    fn a_transaction_that_gives_up_waiting_leaves_no_hold_behind() {
+        let config = crate::Config {
+            cores: 2,
+            port: 0,
+            admin_port: 0,
+            ..crate::Config::default()
+        };
+        let shared = Arc::new(NodeShared::new(
+            config,
+            0,
+            Routes::new(RouteTable::initial(2)),
+        ));
+        let mesh = MeshBuilder::<CoreMsg, Full>::full(2, 64);
+        let barrier = Arc::new(Barrier::new(2));
+        let done = Arc::new(AtomicBool::new(false));
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (shared, mesh) = (shared.clone(), mesh.clone());
+                let (barrier, done, gave_up) = (barrier.clone(), done.clone(), gave_up.clone());
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .spawn(move || async move {
+                        let (senders, mut receivers) = mesh.join().await.unwrap();
+                        let me = senders.peer_id();
+                        let fabric = AnyTransport::bind(
+                            Backend::Tcp,
+                            FabricConfig::new(b"hold-test-secret".to_vec()),
+                            "127.0.0.1:0".parse().unwrap(),
+                        )
+                        .unwrap();
+                        let (lo, hi) = initial_range(me, 2);
+                        let ctx = Rc::new(
+                            CoreCtx::new(shared.clone(), senders, Rc::new(fabric), vec![(lo, hi)])
+                                .unwrap(),
+                        );
+                        for (_, rx) in receivers.streams() {
+                            glommio::spawn_local(crate::core::receive_loop(ctx.clone(), rx))
+                                .detach();
+                        }
+                        if let Some(kicks) = ctx.hold_kicks.borrow_mut().take() {
+                            glommio::spawn_local(drain_task(ctx.clone(), kicks)).detach();
+                        }
+                        if me == 1 {
+                            // Held by "transaction 0" (real ids start at 1) until core 0
+                            // has given up. The executor keeps running meanwhile.
+                            assert!(ctx.hold_local(0).is_none());
+                            barrier.wait();
+                            let pending_hold = || {
+                                ctx.hold
+                                    .borrow()
+                                    .deferred
+                                    .iter()
+                                    .any(|d| matches!(d, Deferred::Msg(CoreMsg::Hold { .. })))
+                            };
+                            let queued = until(pending_hold).await;
+                            let gave_up_seen = until(|| gave_up.load(Ordering::Relaxed)).await;
+                            let withdrawn = until(|| !pending_hold()).await;
+                            ctx.release_hold(0);
+                            let free = !ctx.is_held();
+                            // Keep this executor running while core 0 asks it something.
+                            let finished = until(|| done.load(Ordering::Relaxed)).await;
+                            queued && gave_up_seen && withdrawn && free && finished
+                        } else {
+                            barrier.wait();
+                            let mut txn = Txn {
+                                ctx: &ctx,
+                                id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
+                                held: Vec::new(),
+                                placement: HashMap::new(),
+                            };
+                            let started = Instant::now();
+                            let held = txn.hold_all(vec![0, 1]).await;
+                            let waited = started.elapsed();
+                            txn.release().await;
+                            assert!(!held, "held a core another transaction holds");
+                            assert!(waited >= HOLD_WAIT, "gave up after {waited:?}");
+                            assert!(!ctx.is_held(), "its own core stayed held");
+                            gave_up.store(true, Ordering::Relaxed);
+                            // Core 1 frees itself: then a plain request is answered.
+                            let (tx, rx) = oneshot::channel();
+                            let msg = CoreMsg::Watch {
+                                keys: vec![Bytes::from_static(b"\xf0k")],
+                                reply: tx,
+                            };
+                            ctx.senders.send_to(1, msg).await.unwrap();
+                            let answered =
+                                glommio::timer::timeout(Duration::from_secs(10), async {
+                                    Ok(rx.await.is_ok())
+                                })
+                                .await;
+                            done.store(true, Ordering::Relaxed);
+                            matches!(answered, Ok(true))
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let ok: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(ok, [true, true]);
+    }
+}
