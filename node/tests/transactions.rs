@@ -135,9 +135,9 @@ fn error_texts_and_reply_shapes_match_redis() {
     );
     // What augur refuses inside MULTI aborts the transaction like any queue-time error.
     r.expect(
-        &[&["MULTI"], &["DBSIZE"], &["EXEC"]],
-        "+OK\r\n-ERR DBSIZE is not allowed inside MULTI in augur: it asks every core and \
-         node, which augur cannot make atomic\r\n\
+        &[&["MULTI"], &["RANDOMKEY"], &["EXEC"]],
+        "+OK\r\n-ERR RANDOMKEY is not allowed inside MULTI in augur: it walks or samples \
+         the key space across calls and nodes\r\n\
          -EXECABORT Transaction discarded because of previous errors.\r\n",
     );
     r.expect(
@@ -524,4 +524,39 @@ fn queued_relative_times_count_from_exec() {
     let _: Value = cmd(&mut c, &["EXEC"]).unwrap();
     let pttl: i64 = c.pttl("ttl").unwrap();
     assert!(pttl > 0 && pttl <= 300, "pttl {pttl}");
+}
+
+/// DBSIZE, KEYS and FLUSHALL inside MULTI run under holds of every core: they see the
+/// transaction's own writes on both cores, and FLUSHALL empties both.
+#[test]
+fn fanout_commands_inside_multi_see_every_core() {
+    let port = start_node(|_| {});
+    let mut c = client(port);
+    let (a, b) = keys_on_two_cores(&mut c);
+    let mut r = Raw::connect(port);
+    let (mut first, mut second) = (a.clone(), b.clone());
+    if first > second {
+        std::mem::swap(&mut first, &mut second);
+    }
+    r.expect(
+        &[
+            &["MULTI"],
+            &["SET", &a, "1"],
+            &["SET", &b, "2"],
+            &["DBSIZE"],
+            &["KEYS", "*"],
+            &["FLUSHALL"],
+            &["DBSIZE"],
+            &["EXEC"],
+        ],
+        &format!(
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+             *6\r\n+OK\r\n+OK\r\n:2\r\n*2\r\n${}\r\n{first}\r\n${}\r\n{second}\r\n\
+             +OK\r\n:0\r\n",
+            first.len(),
+            second.len()
+        ),
+    );
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 0);
 }

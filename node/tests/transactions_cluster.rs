@@ -145,6 +145,20 @@ fn transactions_stay_on_one_node() {
         .expect("on its own node");
     assert_eq!(c1.get::<_, String>(remote).unwrap(), "two");
 
+    // DBSIZE inside MULTI would have to hold every node: refused, nothing written.
+    let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
+    let _: String = redis::cmd("SET")
+        .arg(core0)
+        .arg("never")
+        .query(&mut c1)
+        .unwrap();
+    let _: String = redis::cmd("DBSIZE").query(&mut c1).unwrap();
+    let err = redis::cmd("EXEC")
+        .query::<Value>(&mut c1)
+        .expect_err("refused");
+    assert!(err.to_string().contains("CROSSNODE"), "{err}");
+    assert_eq!(c1.get::<_, String>(core0).unwrap(), "1");
+
     // WATCH of a key on another node: refused at once.
     let err = redis::cmd("WATCH")
         .arg(remote)

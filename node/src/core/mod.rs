@@ -1032,6 +1032,7 @@ fn handle_msg(ctx: &Rc<CoreCtx>, msg: CoreMsg) {
         CoreMsg::Hold { .. }
         | CoreMsg::Release { .. }
         | CoreMsg::TxnCheck { .. }
+        | CoreMsg::TxnFanout { .. }
         | CoreMsg::TxnKeys { .. } => txn::on_message(ctx, msg),
     }
 }

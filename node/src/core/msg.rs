@@ -43,6 +43,12 @@ pub enum CoreMsg {
         check: CheckReq,
         reply: oneshot::Sender<TxnCheck>,
     },
+    /// Under `txn`'s hold: a fan-out step (DBSIZE, FLUSHALL); `None` if not held.
+    TxnFanout {
+        txn: u64,
+        req: FanoutReq,
+        reply: oneshot::Sender<Option<FanoutReply>>,
+    },
     /// Under `txn`'s hold: execute these in order.
     TxnKeys {
         txn: u64,

@@ -24,6 +24,7 @@ use crate::cmd::args::now_ms;
 use crate::cmd::KeyRequest;
 use crate::resp::Frame;
 use crate::router::table::Owner;
+use crate::shard::fanout::{FanoutReply, FanoutReq};
 use crate::shard::{Outcome, WatchToken};
 
 /// How long a transaction waits for all its holds before it gives up (`-TRYAGAIN`).
@@ -132,6 +133,9 @@ pub(super) fn on_message(ctx: &std::rc::Rc<CoreCtx>, msg: CoreMsg) {
         }
         CoreMsg::TxnKeys { txn, reqs, reply } => {
             let _ = reply.send(ctx.txn_keys(txn, reqs));
+        }
+        CoreMsg::TxnFanout { txn, req, reply } => {
+            let _ = reply.send(ctx.txn_fanout(txn, &req));
         }
         msg => {
             let mut hold = ctx.hold.borrow_mut();
@@ -257,6 +261,11 @@ impl CoreCtx {
         out
     }
 
+    fn txn_fanout(&self, txn: u64, req: &FanoutReq) -> Option<FanoutReply> {
+        (self.hold.borrow().holder == Some(txn))
+            .then(|| self.shard.borrow_mut().fanout(req, now_ms()))
+    }
+
     /// Where `key` lives on this node, or the error to reply.
     fn core_of(&self, key: &[u8], what: &str) -> Result<usize, Frame> {
         match self.shared.routes.snapshot().owner_of(key) {
@@ -336,10 +345,14 @@ impl CoreCtx {
 
     /// Start a transaction over the cores of `keys` (each request's routing key and
     /// its further keys, as MSETNX has) and `watches`: hold them, check them.
+    ///
+    /// With `every_core` (DBSIZE, FLUSHALL queued) all this node's cores are held, and
+    /// their fragments must cover the key space (none in flight between cores).
     pub async fn begin_txn(
         &self,
         keys: &[(Bytes, Vec<Bytes>)],
         watches: &[(Bytes, WatchToken)],
+        every_core: bool,
     ) -> Begin<'_> {
         let deadline = Instant::now() + BEGIN_RETRY_FOR;
         loop {
@@ -367,6 +380,11 @@ impl CoreCtx {
                     .watches
                     .push((key.clone(), *token));
             }
+            if every_core {
+                for core in 0..self.shared.core_count() {
+                    checks.entry(core).or_default();
+                }
+            }
             let mut txn = Txn {
                 ctx: self,
                 id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
@@ -379,7 +397,18 @@ impl CoreCtx {
                     "TRYAGAIN the transaction's cores are busy; retry shortly",
                 ));
             }
-            let results = txn.check_all(checks).await;
+            let mut results = txn.check_all(checks).await;
+            if every_core {
+                // A fragment moving between cores is held by neither until its Adopt
+                // (deferred under the hold) runs: count on nothing until it landed.
+                let covered = match txn.fanout(&FanoutReq::DbSize).await {
+                    Ok(replies) => super::covers_keyspace(&replies),
+                    Err(_) => false,
+                };
+                if !covered {
+                    results.push(TxnCheck::Misplaced);
+                }
+            }
             let verdict = if results.contains(&TxnCheck::Changed) {
                 TxnCheck::Changed
             } else {
@@ -518,6 +547,38 @@ impl Txn<'_> {
             out.push(rx.await.unwrap_or(TxnCheck::NotHeld));
         }
         out
+    }
+
+    /// A fan-out step on every held core (all of this node's, see `begin_txn`).
+    pub async fn fanout(&self, req: &FanoutReq) -> Result<Vec<FanoutReply>, Frame> {
+        let ctx = self.ctx;
+        let mut waiting = Vec::new();
+        let mut out = Vec::new();
+        for &core in &self.held {
+            if core == ctx.core {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let msg = CoreMsg::TxnFanout {
+                txn: self.id,
+                req: req.clone(),
+                reply: tx,
+            };
+            if ctx.senders.send_to(core, msg).await.is_ok() {
+                waiting.push(rx);
+            }
+        }
+        let missing = || Frame::error("ERR internal: a held core did not answer");
+        if self.held.contains(&ctx.core) {
+            out.push(ctx.txn_fanout(self.id, req).ok_or_else(missing)?);
+        }
+        for rx in waiting {
+            out.push(rx.await.ok().flatten().ok_or_else(missing)?);
+        }
+        if out.len() != self.held.len() {
+            return Err(missing());
+        }
+        Ok(out)
     }
 
     /// Execute key requests under the holds; replies in request order.

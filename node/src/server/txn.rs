@@ -7,10 +7,12 @@ use bytes::Bytes;
 
 use super::connection::{combine_replies, Session};
 use crate::cmd::multi::{self, TxnCmd};
+use crate::cmd::FanoutCmd;
 use crate::cmd::{self, args, KeyRequest, MoveKind, ParseContext, Plan};
-use crate::core::txn::Begin;
+use crate::core::txn::{Begin, Txn};
 use crate::core::CoreCtx;
 use crate::resp::Frame;
+use crate::shard::fanout::{FanoutBody, FanoutReq};
 use crate::shard::WatchToken;
 
 /// Keys one connection may watch at once (a client controls this).
@@ -183,7 +185,18 @@ async fn exec(ctx: &CoreCtx, session: &mut Session) -> Frame {
             _ => {}
         }
     }
-    let txn = match ctx.begin_txn(&keys, &watches).await {
+    let every_core = commands
+        .iter()
+        .any(|(_, plan)| matches!(plan, Plan::Fanout(_)));
+    if every_core {
+        let cluster = ctx.shared.cluster();
+        if let Some(other) = cluster.members.keys().find(|id| **id != cluster.my_id) {
+            return Frame::error(format!(
+                "CROSSNODE DBSIZE, FLUSHALL and KEYS inside MULTI cover every node; augur runs them atomically only on a single-node cluster (node {other} is a member)"
+            ));
+        }
+    }
+    let txn = match ctx.begin_txn(&keys, &watches, every_core).await {
         Begin::Held(txn) => txn,
         Begin::Changed => return Frame::NullArray,
         Begin::Failed(e) => return e,
@@ -221,6 +234,7 @@ async fn exec(ctx: &CoreCtx, session: &mut Session) -> Frame {
                 })
                 .await
             }
+            Plan::Fanout(f) => fanout(&txn, f).await,
             Plan::Conn(c) => super::conn_cmd::execute(ctx, session, c, &name),
             Plan::Reply(f) => f,
             // UNWATCH inside MULTI is queued; EXEC has already dropped the watches.
@@ -231,4 +245,43 @@ async fn exec(ctx: &CoreCtx, session: &mut Session) -> Frame {
     }
     txn.release().await;
     Frame::Array(replies)
+}
+
+/// DBSIZE, FLUSHALL, KEYS under holds of every core of this (single-node) cluster.
+async fn fanout(txn: &Txn<'_>, cmd: FanoutCmd) -> Frame {
+    let req = match cmd {
+        FanoutCmd::DbSize => FanoutReq::DbSize,
+        FanoutCmd::FlushAll => FanoutReq::FlushAll,
+        FanoutCmd::Keys(pattern) => FanoutReq::Keys(pattern),
+        FanoutCmd::Scan { .. } | FanoutCmd::RandomKey => {
+            return Frame::error("ERR internal: a command that cannot be queued was queued")
+        }
+    };
+    let replies = match txn.fanout(&req).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match req {
+        FanoutReq::DbSize => Frame::Integer(
+            replies
+                .iter()
+                .map(|r| match r.body {
+                    FanoutBody::Count(n) => n as i64,
+                    _ => 0,
+                })
+                .sum(),
+        ),
+        FanoutReq::Keys(_) => {
+            let mut keys: Vec<Bytes> = replies
+                .into_iter()
+                .flat_map(|r| match r.body {
+                    FanoutBody::Keys(k) => k,
+                    _ => Vec::new(),
+                })
+                .collect();
+            keys.sort_unstable();
+            Frame::Array(keys.into_iter().map(Frame::Bulk).collect())
+        }
+        _ => Frame::ok(),
+    }
 }
