@@ -17,6 +17,7 @@ mod expire;
 mod float;
 mod get;
 mod incr;
+pub mod multi;
 mod object;
 mod rename;
 mod scan;
@@ -141,6 +142,8 @@ pub enum Plan {
         node: u64,
         seconds: u64,
     },
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the connection's transaction state.
+    Txn(multi::TxnCmd),
 }
 
 /// Settings a parser needs from the running config.
@@ -189,6 +192,7 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
         | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
         "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(&name, rest),
         "SCAN" | "KEYS" => scan::parse(&name, rest),
+        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => multi::parse(&name, rest),
         "RANDOMKEY" => Ok(Plan::Fanout(FanoutCmd::RandomKey)),
         "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" | "AUGUR" => {
             server::parse(&name, rest)

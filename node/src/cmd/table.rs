@@ -34,6 +34,8 @@ const R: &[&str] = &["readonly", "fast"];
 const RS: &[&str] = &["readonly"];
 const C: &[&str] = &["fast", "no-auth"];
 const A: &[&str] = &["admin", "noscript"];
+/// Transaction commands.
+const T: &[&str] = &["noscript", "loading", "stale", "fast"];
 const NONE: (i32, i32, i32) = (0, 0, 0);
 const ONE: (i32, i32, i32) = (1, 1, 1);
 
@@ -95,6 +97,16 @@ pub static COMMANDS: &[Spec] = &[
     spec("select", 2, &["fast", "loading"], NONE),
     spec("quit", -1, C, NONE),
     spec("client", -2, &["admin", "noscript", "loading"], NONE),
+    spec("multi", 1, T, NONE),
+    spec(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        NONE,
+    ),
+    spec("discard", 1, T, NONE),
+    spec("watch", -2, T, (1, -1, 1)),
+    spec("unwatch", 1, T, NONE),
 ];
 
 pub fn lookup(upper_name: &str) -> Option<&'static Spec> {

@@ -8,6 +8,7 @@
 pub mod msg;
 pub mod peers;
 pub mod remote;
+pub mod txn;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -57,6 +58,10 @@ pub struct CoreCtx {
     reader: RemoteReader<AnyMr>,
     /// This core's clients' accesses in the current telemetry tick.
     access: RefCell<AccessRecorder>,
+    /// Which transaction holds this core, and what waits for it (`txn`).
+    hold: RefCell<txn::HoldState>,
+    /// Taken by the task that runs deferred messages after a hold.
+    hold_kicks: RefCell<Option<futures::channel::mpsc::UnboundedReceiver<()>>>,
 }
 
 impl CoreCtx {
@@ -86,7 +91,10 @@ impl CoreCtx {
         let reader = RemoteReader::new(fabric.clone())
             .map_err(|e| format!("core {core}: remote reader: {e}"))?;
         let fragments = shared.routes.snapshot().fragment_count();
+        let (hold, hold_kicks) = txn::HoldState::new();
         Ok(CoreCtx {
+            hold: RefCell::new(hold),
+            hold_kicks: RefCell::new(Some(hold_kicks)),
             core,
             access: RefCell::new(AccessRecorder::new(fragments)),
             exports: Exports::default(),
@@ -105,6 +113,9 @@ impl CoreCtx {
     pub fn spawn_background(ctx: &Rc<CoreCtx>, receivers: Vec<ConnectedReceiver<CoreMsg>>) {
         for rx in receivers {
             glommio::spawn_local(receive_loop(ctx.clone(), rx)).detach();
+        }
+        if let Some(kicks) = ctx.hold_kicks.borrow_mut().take() {
+            glommio::spawn_local(txn::drain_task(ctx.clone(), kicks)).detach();
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
         glommio::spawn_local(watch_fences(ctx.clone())).detach();
@@ -153,6 +164,8 @@ impl CoreCtx {
         for attempt in 0u32.. {
             let last = std::time::Instant::now() >= deadline;
             let count = (attempt == 0).then_some(&mut counted[..]);
+            // Not while a transaction holds this core (nothing awaits in between).
+            self.wait_unheld().await;
             let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false, count);
             let reads = take_one_sided(&mut nodes);
             let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
@@ -611,6 +624,7 @@ impl CoreCtx {
             .enumerate()
             .map(|(i, r)| (i as u32, r))
             .collect();
+        self.wait_unheld().await;
         let (cores, mut elsewhere, fenced) = self.run_local(pending, &mut out, true, None);
         let mut retry: Vec<u32> = Vec::new();
         if !fenced.is_empty() {
@@ -618,6 +632,7 @@ impl CoreCtx {
             // answer `Moved` (a commit: the asker refreshes and goes to the new owner).
             self.wait_unfenced(&fenced).await;
             self.shared.follow_table();
+            self.wait_unheld().await;
             let (cores_too, elsewhere_too, still) = self.run_local(fenced, &mut out, true, None);
             retry.extend(still.into_iter().map(|(i, _)| i));
             for (n, reqs) in elsewhere_too {
@@ -857,6 +872,7 @@ impl CoreCtx {
                 waiting.push(rx);
             }
         }
+        self.wait_unheld().await;
         let local = self.shard.borrow_mut().fanout(req, now_ms());
         let mut replies = vec![local];
         for rx in waiting {
@@ -1000,46 +1016,60 @@ fn covers_keyspace(replies: &[FanoutReply]) -> bool {
 
 async fn receive_loop(ctx: Rc<CoreCtx>, rx: ConnectedReceiver<CoreMsg>) {
     while let Some(msg) = rx.recv().await {
-        match msg {
-            CoreMsg::Keys { reqs, reply } => {
-                let now = now_ms();
-                let mut out = Vec::with_capacity(reqs.len());
-                let mut forward = Batches::new();
-                {
-                    let mut shard = ctx.shard.borrow_mut();
-                    for (i, req) in reqs {
-                        if req.keys().any(|k| ctx.shared.is_fenced(k)) {
-                            out.push((i, Err(req)));
-                            continue;
-                        }
-                        match shard.execute(&req, now) {
-                            Outcome::Done(f) => out.push((i, Ok(f))),
-                            Outcome::Forward(c) => forward.entry(c).or_default().push((i, req)),
-                        }
+        txn::on_message(&ctx, msg);
+    }
+}
+
+/// A message from another core, when no transaction holds this core. Never awaits
+/// another core (see below).
+fn handle_msg(ctx: &Rc<CoreCtx>, msg: CoreMsg) {
+    match msg {
+        CoreMsg::Keys { reqs, reply } => {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(reqs.len());
+            let mut forward = Batches::new();
+            {
+                let mut shard = ctx.shard.borrow_mut();
+                for (i, req) in reqs {
+                    if req.keys().any(|k| ctx.shared.is_fenced(k)) {
+                        out.push((i, Err(req)));
+                        continue;
                     }
-                    shard.publish_stats();
+                    match shard.execute(&req, now) {
+                        Outcome::Done(f) => out.push((i, Ok(f))),
+                        Outcome::Forward(c) => forward.entry(c).or_default().push((i, req)),
+                    }
                 }
-                if forward.is_empty() {
-                    let _ = reply.send(out);
-                } else {
-                    // Never await another core in the loop that answers other cores:
-                    // two cores forwarding to each other would each wait for the other
-                    // loop forever. The forwarded part (and the reply) goes on as its
-                    // own task; this loop takes the next message at once.
-                    let ctx = ctx.clone();
-                    glommio::spawn_local(async move {
-                        out.extend(ctx.send_keys(forward).await);
-                        let _ = reply.send(out);
-                    })
-                    .detach();
-                }
+                shard.publish_stats();
             }
-            CoreMsg::Adopt(fragment) => ctx.shard.borrow_mut().adopt(*fragment),
-            CoreMsg::Fanout { req, reply } => {
-                let answer = ctx.shard.borrow_mut().fanout(&req, now_ms());
-                let _ = reply.send(answer);
+            if forward.is_empty() {
+                let _ = reply.send(out);
+            } else {
+                // Never await another core in the loop that answers other cores:
+                // two cores forwarding to each other would each wait for the other
+                // loop forever. The forwarded part (and the reply) goes on as its
+                // own task; this loop takes the next message at once.
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    out.extend(ctx.send_keys(forward).await);
+                    let _ = reply.send(out);
+                })
+                .detach();
             }
         }
+        CoreMsg::Adopt(fragment) => ctx.shard.borrow_mut().adopt(*fragment),
+        CoreMsg::Fanout { req, reply } => {
+            let answer = ctx.shard.borrow_mut().fanout(&req, now_ms());
+            let _ = reply.send(answer);
+        }
+        CoreMsg::Watch { keys, reply } => {
+            let _ = reply.send(ctx.watch_here(&keys));
+        }
+        CoreMsg::Hold { .. }
+        | CoreMsg::Release { .. }
+        | CoreMsg::TxnCheck { .. }
+        | CoreMsg::TxnFanout { .. }
+        | CoreMsg::TxnKeys { .. } => txn::on_message(ctx, msg),
     }
 }
 
@@ -1167,6 +1197,10 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
     let interval = Duration::from_millis(ctx.shared.config.expiry_interval_ms.max(1));
     loop {
         glommio::timer::sleep(interval).await;
+        if ctx.is_held() {
+            // A transaction's keys must stay where it checked them; next turn.
+            continue;
+        }
         let splits = {
             let mut shard = ctx.shard.borrow_mut();
             shard.expire_due(now_ms());

@@ -22,6 +22,8 @@ pub struct Session {
     pub resp3: bool,
     pub authenticated: bool,
     pub quit: bool,
+    /// MULTI's queue and WATCHed keys.
+    pub txn: super::txn::ConnTxn,
 }
 
 pub async fn serve(ctx: Rc<CoreCtx>, mut stream: TcpStream) {
@@ -48,6 +50,7 @@ pub async fn serve(ctx: Rc<CoreCtx>, mut stream: TcpStream) {
         resp3: false,
         authenticated: shared.password().is_none(),
         quit: false,
+        txn: Default::default(),
     };
     if let Err(e) = run(&ctx, &mut stream, &mut session).await {
         tracing::debug!(client = id, "connection ended: {e}");
@@ -244,8 +247,20 @@ pub async fn execute_batch(
             slots.push(Slot::Ready(Frame::error("NOAUTH Authentication required.")));
             continue;
         }
+        if session.txn.in_multi() && !super::txn::acts_inside_multi(&request[0]) {
+            // Queued, not run: no need to wait for the key commands before it.
+            let parsed = cmd::parse(&request, &parse_ctx);
+            slots.push(Slot::Ready(super::txn::queue(
+                ctx, session, &request, parsed,
+            )));
+            continue;
+        }
         match cmd::parse(&request, &parse_ctx) {
-            Err(e) => slots.push(Slot::Ready(e)),
+            Err(e) => {
+                // E.g. WATCH's arity inside MULTI: Redis fails the transaction too.
+                session.txn.fail();
+                slots.push(Slot::Ready(e))
+            }
             Ok(Plan::Keys(plan)) => {
                 if plan.reqs.iter().any(|r| r.op.grows()) && shared.over_maxmemory() {
                     slots.push(Slot::Ready(Frame::error(
@@ -296,6 +311,7 @@ pub async fn execute_batch(
                         ctx.shared.add_hint(hint.clone(), now);
                         broadcast(ctx, crate::core::wire::PeerRequest::Hint(hint)).await
                     }
+                    Plan::Txn(t) => super::txn::execute(ctx, session, t).await,
                     Plan::Keys(_) => Frame::error("ERR internal"),
                 };
                 slots.push(Slot::Ready(reply));
@@ -334,7 +350,7 @@ fn allowed_before_auth(name: &[u8]) -> bool {
         .any(|n| n.eq_ignore_ascii_case(name))
 }
 
-fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
+pub(super) fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Frame {
     match combine {
         Combine::One => replies.pop().unwrap_or(Frame::Null),
         Combine::Array => Frame::Array(replies),

@@ -8,3 +8,4 @@ pub mod connection;
 pub mod info;
 pub mod peer;
 pub mod status;
+pub mod txn;

@@ -80,10 +80,16 @@ async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
         } => PeerReply::Keys(ctx.run_keys_for_peer(cluster_version, reqs).await),
         PeerRequest::Fanout(f) => PeerReply::Fanout(ctx.fanout_node(&f.into_local()).await),
         PeerRequest::Describe { key } => PeerReply::Described(ctx.describe_local(&key)),
+        PeerRequest::Fence { .. } => {
+            // A fence retires the fragment's regions: never under a transaction's hold,
+            // whose checked keys must stay writable until it ends. Fencing itself does
+            // not await, so nothing takes the hold in between.
+            ctx.wait_unheld().await;
+            crate::migrate::answer(ctx, req).await
+        }
         PeerRequest::MigrateIn { .. }
         | PeerRequest::Export { .. }
         | PeerRequest::Tails { .. }
-        | PeerRequest::Fence { .. }
         | PeerRequest::Unfence { .. } => crate::migrate::answer(ctx, req).await,
         PeerRequest::Ping => PeerReply::Ack,
         PeerRequest::Migrations => PeerReply::Migrations(ctx.shared.migration_stats().in_flight()),

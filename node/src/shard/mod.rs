@@ -55,6 +55,22 @@ pub enum Outcome {
     Forward(usize),
 }
 
+/// FLUSHALLs this process has done (every core's flush bumps it). A flush starts the
+/// fragments' versions again from `(1, 1)`, so a record's version alone cannot tell a
+/// key written after a flush from the one watched before it; this count can.
+static FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// What WATCH remembers of a key, compared again at EXEC: the key's current record
+/// version (tombstones included, so a deleted key differs from one never written) and
+/// whether it was live, plus the flush count. Any write, delete, expiry or FLUSHALL in
+/// between changes it (decision `transactions-across-cores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchToken {
+    flushes: u64,
+    /// `(version, live)` of the key's current record; `None` when it has none.
+    record: Option<(u64, bool)>,
+}
+
 /// A sorted listing of a fragment's keys, reused by SCAN steps while valid.
 struct KeyListing {
     built: Instant,
@@ -179,6 +195,27 @@ impl Shard {
         via_pointer.or_else(|| match self.env.routes.snapshot().owner_of(key) {
             Owner::Core(core) if core != self.core => Some(core),
             _ => None,
+        })
+    }
+
+    /// Whether `key` is in a fragment this core holds (a transaction checks this
+    /// under its hold: a request for a key elsewhere would be forwarded).
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        self.locate(key).is_some()
+    }
+
+    /// The WATCH token of `key`, or `None` when this core does not hold its fragment.
+    pub fn watch_token(&self, key: &[u8], now: u64) -> Option<WatchToken> {
+        let fragment = self.fragments.get(&self.locate(key)?)?;
+        let record = match fragment.lookup_any(key) {
+            Ok(r) => r.map(|r| (r.version, !r.is_tombstone() && !r.is_expired(now))),
+            // Unreadable (corrupt): a version no write makes; EXEC aborts unless the
+            // record is still unreadable then.
+            Err(_) => Some((u64::MAX, false)),
+        };
+        Some(WatchToken {
+            flushes: FLUSHES.load(Ordering::Acquire),
+            record,
         })
     }
 
@@ -568,6 +605,7 @@ impl Shard {
     }
 
     fn flush(&mut self) {
+        FLUSHES.fetch_add(1, Ordering::AcqRel);
         let geometry = self.env.geometry;
         let hugetlb = self.env.hugepages;
         for fragment in self.fragments.values_mut() {
@@ -791,6 +829,69 @@ mod tests {
             Outcome::Done(f) => f,
             Outcome::Forward(c) => panic!("forwarded to {c}"),
         }
+    }
+
+    /// WATCH tokens: reads leave them, every kind of change moves them. (Only the
+    /// record part is compared where nothing flushed: other tests in this process
+    /// may flush at any time, which moves the shared flush count.)
+    #[test]
+    fn watch_tokens_change_with_every_write_and_only_then() {
+        let (mut shard, _) = shard_with_keys(0);
+        let key = Bytes::from_static(b"k1:w");
+        let run = |shard: &mut Shard, op: KeyOp, now: u64| {
+            done(shard.execute(
+                &KeyRequest {
+                    key: key.clone(),
+                    op,
+                },
+                now,
+            ))
+        };
+        let token = |shard: &Shard, now: u64| shard.watch_token(&key, now).unwrap();
+        let absent = token(&shard, 1);
+        assert_eq!(absent.record, None);
+        run(&mut shard, KeyOp::Get, 1);
+        assert_eq!(token(&shard, 1).record, absent.record, "a read moved it");
+        let set = |v: &'static [u8]| KeyOp::Set {
+            value: Bytes::from_static(v),
+            ttl: Ttl::Keep,
+            cond: SetCond::Always,
+            get: false,
+        };
+        run(&mut shard, set(b"a"), 1);
+        let written = token(&shard, 1);
+        assert_ne!(written.record, absent.record);
+        run(&mut shard, set(b"a"), 1);
+        let same_value = token(&shard, 1);
+        assert_ne!(same_value.record, written.record, "a rewrite is a change");
+        run(&mut shard, KeyOp::Del, 1);
+        let deleted = token(&shard, 1);
+        assert_ne!(deleted.record, same_value.record);
+        assert_ne!(
+            deleted.record, absent.record,
+            "deleted differs from never set"
+        );
+        run(
+            &mut shard,
+            KeyOp::Set {
+                value: Bytes::from_static(b"t"),
+                ttl: Ttl::At(100),
+                cond: SetCond::Always,
+                get: false,
+            },
+            1,
+        );
+        assert_ne!(
+            token(&shard, 50).record,
+            token(&shard, 200).record,
+            "expiry is a change"
+        );
+        // A flush starts versions again; the flush count tells the tokens apart.
+        let before = token(&shard, 1);
+        shard.flush();
+        run(&mut shard, set(b"t"), 1);
+        assert!(token(&shard, 1).flushes > before.flushes);
+        assert_ne!(token(&shard, 1), before);
     }
 
     #[test]
