@@ -71,7 +71,9 @@ pub fn refusal(plan: &Plan, name: &[u8]) -> Option<Frame> {
         // of several nodes).
         Plan::Fanout(FanoutCmd::DbSize | FanoutCmd::FlushAll | FanoutCmd::Keys(_)) => return None,
         Plan::Fanout(_) => "walks or samples the key space across calls and nodes",
-        Plan::Migrate { .. } | Plan::SetPolicy(_) | Plan::Hint { .. } => "is an admin command",
+        Plan::Migrate { .. } | Plan::Migrations | Plan::SetPolicy(_) | Plan::Hint { .. } => {
+            "is an admin command"
+        }
     };
     Some(Frame::error(format!(
         "ERR {name} is not allowed inside MULTI in augur: it {why}"

@@ -1182,7 +1182,9 @@ async fn watch_fences(ctx: Rc<CoreCtx>) {
     loop {
         let mine =
             ctx.shared.has_fences() && ctx.shared.fences().iter().any(|f| f.core == ctx.core);
-        if mine {
+        // A transaction holding this core checked where its keys are: change nothing
+        // under it (its keys were not fenced, but stay out of its way all the same).
+        if mine && !ctx.is_held() {
             ctx.tidy_fences();
         }
         // Fine while a handover is open here; a fence is set at least a copy's proof
