@@ -18,7 +18,7 @@ use crate::resp::Frame;
 use crate::router::table::{Owner, Routes};
 use crate::store::{Fragment, FragmentId, Geometry, StoreError};
 use crate::telemetry::stats::{self, bump, set, CoreStats};
-use fanout::{FanoutBody, FanoutReply, FanoutReq};
+use fanout::{FanoutBody, FanoutReply, FanoutReq, ScanType};
 
 /// What a shard needs from the node: where routes and counters are published, how
 /// fragments are made, and nothing else.
@@ -462,8 +462,8 @@ impl Shard {
         let s = &self.env.stats[self.core];
         let (mut keys, mut used, mut mapped, mut expiring) = (0, 0, 0, 0);
         for f in self.fragments.values() {
-            keys += f.live_keys() as u64;
-            used += f.used_bytes() as u64;
+            keys += f.key_count() as u64;
+            used += (f.used_bytes() + f.hash_heap_bytes()) as u64;
             mapped += f.region_len() as u64;
             expiring += f.expiring() as u64;
         }
@@ -547,7 +547,7 @@ impl Shard {
     pub fn fanout(&mut self, req: &FanoutReq, now: u64) -> FanoutReply {
         let body = match req {
             FanoutReq::DbSize => {
-                FanoutBody::Count(self.fragments.values().map(|f| f.live_keys() as u64).sum())
+                FanoutBody::Count(self.fragments.values().map(|f| f.key_count() as u64).sum())
             }
             FanoutReq::FlushAll => {
                 self.flush();
@@ -559,7 +559,14 @@ impl Shard {
                 count,
                 pattern,
                 started,
-            } => self.scan_step(after.as_ref(), *count, pattern.as_ref(), *started, now),
+                type_filter,
+            } => self.scan_step(
+                after.as_ref(),
+                *count,
+                pattern.as_ref(),
+                (*started, *type_filter),
+                now,
+            ),
         };
         FanoutReply {
             ranges: self.ranges(),
@@ -678,7 +685,7 @@ impl Shard {
         after: Option<&Bytes>,
         count: usize,
         pattern: Option<&Bytes>,
-        started: Instant,
+        (started, type_filter): (Instant, Option<ScanType>),
         now: u64,
     ) -> FanoutBody {
         let candidates: Vec<Bytes> = self
@@ -707,7 +714,13 @@ impl Shard {
             for key in &listing[start..] {
                 examined += 1;
                 let wanted = pattern.is_none_or(|p| crate::glob::matches(p, key));
-                if wanted && matches!(fragment.get(key, now), Ok(Some(_))) {
+                let holds = |r: &crate::store::RecordView<'_>| match type_filter {
+                    None => true,
+                    Some(ScanType::Hash) => r.is_hash(),
+                    Some(ScanType::String) => !r.is_hash(),
+                    Some(ScanType::Other) => false,
+                };
+                if wanted && matches!(fragment.get(key, now), Ok(Some(r)) if holds(&r)) {
                     keys.push(key.clone());
                 }
                 if examined >= count {
@@ -728,7 +741,11 @@ impl Shard {
         let mut out = Vec::new();
         for fragment in self.fragments.values() {
             let result = fragment.for_each_current(|_, r| {
-                if !r.is_tombstone() && !r.is_expired(now) && crate::glob::matches(pattern, r.key) {
+                if !r.is_tombstone()
+                    && !r.is_expired(now)
+                    && !r.is_field()
+                    && crate::glob::matches(pattern, r.key)
+                {
                     out.push(Bytes::copy_from_slice(r.key));
                 }
             });
@@ -844,7 +861,7 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..max_steps {
             let FanoutBody::Scan { keys, frontier } =
-                shard.scan_step(after.as_ref(), count, None, started, 1)
+                shard.scan_step(after.as_ref(), count, None, (started, None), 1)
             else {
                 panic!("not a scan reply");
             };
