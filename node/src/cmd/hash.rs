@@ -123,8 +123,12 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         "HSTRLEN" => HashOp::StrLen(rest[0].clone()),
         "HINCRBY" => HashOp::IncrBy(rest[0].clone(), args::int_arg(&rest[1])?),
         "HINCRBYFLOAT" => {
-            if float::parse(&rest[1]).is_none() {
-                return Err(Frame::error(float::NOT_FLOAT));
+            match float::parse(&rest[1]) {
+                None => return Err(Frame::error(float::NOT_FLOAT)),
+                Some(by) if by.is_infinite() => {
+                    return Err(Frame::error("ERR value is NaN or Infinity"))
+                }
+                Some(_) => {}
             }
             HashOp::IncrByFloat(rest[0].clone(), rest[1].clone())
         }
@@ -516,4 +520,470 @@ fn random_fields(
         }
     }
     Ok(Frame::Array(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{apply as apply_key, KeyOp, ParseContext};
+    use crate::store::Geometry;
+
+    const NOW: u64 = 1_000_000;
+
+    fn fragment(target: usize) -> Fragment {
+        Fragment::create(
+            1,
+            Bytes::new(),
+            None,
+            Geometry::sized_for(target, 64),
+            1,
+            false,
+        )
+        .expect("fragment")
+    }
+
+    fn words(ws: &[&str]) -> Vec<Bytes> {
+        ws.iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    /// Parse and apply one command to `f` at `now`, as a core would.
+    fn at(f: &mut Fragment, now: u64, ws: &[&str]) -> Frame {
+        let args = words(ws);
+        let ctx = ParseContext {
+            now_ms: now,
+            max_bulk_len: 512 << 20,
+        };
+        let plan = match crate::cmd::parse(&args, &ctx) {
+            Ok(Plan::Keys(p)) => p,
+            Ok(other) => panic!("{ws:?}: {other:?}"),
+            Err(e) => return e,
+        };
+        assert_eq!(plan.reqs.len(), 1);
+        apply_key(f, &plan.reqs[0].key, &plan.reqs[0].op, now).expect("apply")
+    }
+
+    fn run(f: &mut Fragment, ws: &[&str]) -> Frame {
+        at(f, NOW, ws)
+    }
+
+    fn int(n: i64) -> Frame {
+        Frame::Integer(n)
+    }
+
+    fn strs(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A flat array of bulks (or a map, flattened) as strings.
+    fn texts(frame: Frame) -> Vec<String> {
+        let items = match frame {
+            Frame::Array(items) => items,
+            Frame::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => panic!("not an array: {other:?}"),
+        };
+        items
+            .into_iter()
+            .map(|f| match f {
+                Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+                Frame::Null => "(nil)".into(),
+                other => panic!("not a bulk: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn sorted_pairs(frame: Frame) -> Vec<(String, String)> {
+        let t = texts(frame);
+        let mut pairs: Vec<_> = t.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn hset_hget_hlen_and_replies() {
+        let mut f = fragment(1 << 20);
+        assert_eq!(
+            run(&mut f, &["HSET", "h", "a", "1", "b", "2", "a", "3"]),
+            int(2)
+        );
+        assert_eq!(run(&mut f, &["HGET", "h", "a"]), Frame::bulk("3"));
+        assert_eq!(run(&mut f, &["HLEN", "h"]), int(2));
+        assert_eq!(run(&mut f, &["HSET", "h", "a", "4", "c", "5"]), int(1));
+        assert_eq!(run(&mut f, &["HSETNX", "h", "a", "9"]), int(0));
+        assert_eq!(run(&mut f, &["HGET", "h", "a"]), Frame::bulk("4"));
+        assert_eq!(run(&mut f, &["HSETNX", "h", "d", "9"]), int(1));
+        assert_eq!(run(&mut f, &["HMSET", "h", "e", "6"]), Frame::ok());
+        assert_eq!(run(&mut f, &["HLEN", "h"]), int(5));
+        assert_eq!(
+            texts(run(&mut f, &["HMGET", "h", "a", "zz", "e"])),
+            strs(&["4", "(nil)", "6"])
+        );
+        assert_eq!(run(&mut f, &["HEXISTS", "h", "a"]), int(1));
+        assert_eq!(run(&mut f, &["HEXISTS", "h", "zz"]), int(0));
+        assert_eq!(run(&mut f, &["HSTRLEN", "h", "e"]), int(1));
+        assert_eq!(run(&mut f, &["HSTRLEN", "h", "zz"]), int(0));
+        assert_eq!(run(&mut f, &["HGET", "h", "zz"]), Frame::Null);
+        assert_eq!(run(&mut f, &["TYPE", "h"]), Frame::simple("hash"));
+        assert_eq!(
+            sorted_pairs(run(&mut f, &["HGETALL", "h"])),
+            vec![
+                ("a".into(), "4".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "5".into()),
+                ("d".into(), "9".into()),
+                ("e".into(), "6".into())
+            ]
+        );
+        let mut keys = texts(run(&mut f, &["HKEYS", "h"]));
+        let vals = texts(run(&mut f, &["HVALS", "h"]));
+        // HKEYS and HVALS walk the same order.
+        for (k, v) in keys.iter().zip(&vals) {
+            assert_eq!(
+                run(&mut f, &["HGET", "h", k]),
+                Frame::Bulk(Bytes::from(v.clone()))
+            );
+        }
+        keys.sort();
+        assert_eq!(keys, strs(&["a", "b", "c", "d", "e"]));
+        assert_eq!(f.key_count(), 1, "fields are not keys");
+    }
+
+    #[test]
+    fn missing_hashes_answer_like_redis() {
+        let mut f = fragment(1 << 20);
+        assert_eq!(run(&mut f, &["HGET", "no", "a"]), Frame::Null);
+        assert_eq!(run(&mut f, &["HLEN", "no"]), int(0));
+        assert_eq!(run(&mut f, &["HDEL", "no", "a"]), int(0));
+        assert_eq!(run(&mut f, &["HGETALL", "no"]), Frame::Map(Vec::new()));
+        assert_eq!(run(&mut f, &["HKEYS", "no"]), Frame::Array(Vec::new()));
+        assert_eq!(run(&mut f, &["HRANDFIELD", "no"]), Frame::Null);
+        assert_eq!(
+            run(&mut f, &["HRANDFIELD", "no", "3"]),
+            Frame::Array(Vec::new())
+        );
+        assert_eq!(
+            run(&mut f, &["HSCAN", "no", "0"]),
+            Frame::Array(vec![Frame::bulk("0"), Frame::Array(Vec::new())])
+        );
+        assert_eq!(run(&mut f, &["TYPE", "no"]), Frame::simple("none"));
+    }
+
+    #[test]
+    fn hdel_of_the_last_field_deletes_the_key() {
+        let mut f = fragment(1 << 20);
+        run(&mut f, &["HSET", "h", "a", "1", "b", "2"]);
+        assert_eq!(run(&mut f, &["HDEL", "h", "a", "a", "zz"]), int(1));
+        assert_eq!(run(&mut f, &["HLEN", "h"]), int(1));
+        assert_eq!(run(&mut f, &["HGET", "h", "a"]), Frame::Null);
+        assert_eq!(run(&mut f, &["HDEL", "h", "b"]), int(1));
+        assert_eq!(run(&mut f, &["EXISTS", "h"]), int(0));
+        assert_eq!(run(&mut f, &["TYPE", "h"]), Frame::simple("none"));
+        assert_eq!(f.key_count(), 0);
+        // The key is free for a string now.
+        assert_eq!(run(&mut f, &["SET", "h", "v"]), Frame::ok());
+        assert_eq!(run(&mut f, &["GET", "h"]), Frame::bulk("v"));
+    }
+
+    #[test]
+    fn hset_on_an_expired_hash_starts_a_new_one() {
+        let mut f = fragment(1 << 20);
+        run(&mut f, &["HSET", "h", "old", "1", "keep", "2"]);
+        assert_eq!(run(&mut f, &["PEXPIRE", "h", "100"]), int(1));
+        assert_eq!(
+            run(&mut f, &["TYPE", "h"]),
+            Frame::simple("hash"),
+            "EXPIRE keeps the type"
+        );
+        assert_eq!(
+            at(&mut f, NOW + 50, &["HGET", "h", "old"]),
+            Frame::bulk("1")
+        );
+        // HSET keeps the TTL of a live hash.
+        assert_eq!(at(&mut f, NOW + 50, &["HSET", "h", "mid", "3"]), int(1));
+        assert_eq!(at(&mut f, NOW + 50, &["PTTL", "h"]), int(50));
+        let later = NOW + 100;
+        assert_eq!(at(&mut f, later, &["HGET", "h", "old"]), Frame::Null);
+        assert_eq!(at(&mut f, later, &["HSET", "h", "new", "1"]), int(1));
+        assert_eq!(at(&mut f, later, &["HLEN", "h"]), int(1));
+        assert_eq!(
+            at(&mut f, later, &["HGET", "h", "keep"]),
+            Frame::Null,
+            "old fields stay gone"
+        );
+        assert_eq!(at(&mut f, later, &["PTTL", "h"]), int(-1));
+        assert_eq!(texts(at(&mut f, later, &["HKEYS", "h"])), strs(&["new"]));
+        // Active expiry removes a hash in one step, whatever its size.
+        run(&mut f, &["HSET", "big", "a", "1", "b", "2", "c", "3"]);
+        run(&mut f, &["PEXPIRE", "big", "10"]);
+        assert_eq!(f.expire_due(NOW + 10, 1).unwrap(), 1);
+        assert_eq!(at(&mut f, NOW + 10, &["HLEN", "big"]), int(0));
+        assert_eq!(at(&mut f, NOW + 10, &["PERSIST", "h"]), int(0));
+    }
+
+    #[test]
+    fn wrongtype_both_ways() {
+        let mut f = fragment(1 << 20);
+        run(&mut f, &["SET", "s", "12"]);
+        run(&mut f, &["HSET", "h", "a", "1"]);
+        let wrong = Frame::error(WRONGTYPE);
+        for cmd in [
+            &["HGET", "s", "a"][..],
+            &["HSET", "s", "a", "1"],
+            &["HLEN", "s"],
+            &["HGETALL", "s"],
+            &["HDEL", "s", "a"],
+            &["HINCRBY", "s", "a", "1"],
+            &["HSCAN", "s", "0"],
+            &["HRANDFIELD", "s"],
+        ] {
+            assert_eq!(run(&mut f, cmd), wrong, "{cmd:?}");
+        }
+        for cmd in [
+            &["GET", "h"][..],
+            &["INCR", "h"],
+            &["APPEND", "h", "x"],
+            &["STRLEN", "h"],
+            &["GETRANGE", "h", "0", "1"],
+            &["SETRANGE", "h", "0", "x"],
+            &["INCRBYFLOAT", "h", "1"],
+            &["GETDEL", "h"],
+            &["GETEX", "h"],
+            &["SET", "h", "x", "GET"],
+        ] {
+            assert_eq!(run(&mut f, cmd), wrong, "{cmd:?}");
+        }
+        assert_eq!(
+            run(&mut f, &["GET", "s"]),
+            Frame::bulk("12"),
+            "string untouched"
+        );
+        assert_eq!(
+            run(&mut f, &["HGET", "h", "a"]),
+            Frame::bulk("1"),
+            "hash untouched"
+        );
+        assert_eq!(
+            run(&mut f, &["OBJECT", "ENCODING", "h"]),
+            Frame::bulk("listpack")
+        );
+        // SET replaces a hash, as in Redis; its fields go with it.
+        assert_eq!(run(&mut f, &["SET", "h", "x"]), Frame::ok());
+        assert_eq!(run(&mut f, &["GET", "h"]), Frame::bulk("x"));
+        assert_eq!(run(&mut f, &["HSET", "h", "a", "1"]), wrong);
+        assert_eq!(run(&mut f, &["DEL", "h"]), int(1));
+        assert_eq!(run(&mut f, &["HSET", "h", "b", "1"]), int(1));
+        assert_eq!(run(&mut f, &["HGET", "h", "a"]), Frame::Null);
+    }
+
+    #[test]
+    fn hincrby_and_hincrbyfloat() {
+        let mut f = fragment(1 << 20);
+        assert_eq!(run(&mut f, &["HINCRBY", "h", "n", "5"]), int(5));
+        assert_eq!(run(&mut f, &["HINCRBY", "h", "n", "-7"]), int(-2));
+        run(
+            &mut f,
+            &["HSET", "h", "s", "hello", "big", "9223372036854775807"],
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBY", "h", "s", "1"]),
+            Frame::error("ERR hash value is not an integer")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBY", "h", "big", "1"]),
+            Frame::error("ERR increment or decrement would overflow")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBY", "h", "n", "x"]),
+            Frame::error(args::NOT_INTEGER)
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBYFLOAT", "h", "x", "10.5"]),
+            Frame::bulk("10.5")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBYFLOAT", "h", "x", "0.1"]),
+            Frame::bulk("10.6")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBYFLOAT", "h", "s", "1"]),
+            Frame::error("ERR hash value is not a float")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBYFLOAT", "h", "x", "abc"]),
+            Frame::error("ERR value is not a valid float")
+        );
+        assert_eq!(
+            run(&mut f, &["HINCRBYFLOAT", "h", "x", "inf"]),
+            Frame::error("ERR value is NaN or Infinity")
+        );
+        assert_eq!(run(&mut f, &["HLEN", "h"]), int(4));
+        assert_eq!(run(&mut f, &["HGET", "h", "x"]), Frame::bulk("10.6"));
+    }
+
+    #[test]
+    fn arity_and_syntax_errors_match_redis() {
+        let mut f = fragment(1 << 20);
+        let arity = |name: &str| {
+            Frame::error(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ))
+        };
+        assert_eq!(run(&mut f, &["HSET", "h"]), arity("hset"));
+        assert_eq!(run(&mut f, &["HSET", "h", "a"]), arity("hset"));
+        assert_eq!(run(&mut f, &["HSET", "h", "a", "1", "b"]), arity("hset"));
+        assert_eq!(run(&mut f, &["HMSET", "h", "a"]), arity("hmset"));
+        assert_eq!(run(&mut f, &["HGET", "h"]), arity("hget"));
+        assert_eq!(run(&mut f, &["HINCRBY", "h", "a"]), arity("hincrby"));
+        assert_eq!(run(&mut f, &["HRANDFIELD"]), arity("hrandfield"));
+        assert_eq!(
+            run(&mut f, &["HSCAN", "h", "x"]),
+            Frame::error("ERR invalid cursor")
+        );
+        assert_eq!(
+            run(&mut f, &["HSCAN", "h", "0", "COUNT", "0"]),
+            Frame::error(args::SYNTAX)
+        );
+        assert_eq!(
+            run(&mut f, &["HSCAN", "h", "0", "COUNT", "x"]),
+            Frame::error(args::NOT_INTEGER)
+        );
+        assert_eq!(
+            run(&mut f, &["HSCAN", "h", "0", "MATCH"]),
+            Frame::error(args::SYNTAX)
+        );
+        assert_eq!(
+            run(&mut f, &["HRANDFIELD", "h", "x"]),
+            Frame::error(args::NOT_INTEGER)
+        );
+        assert_eq!(
+            run(&mut f, &["HRANDFIELD", "h", "1", "x"]),
+            Frame::error(args::SYNTAX)
+        );
+        assert!(matches!(
+            run(&mut f, &["HRANDFIELD", "h", "-99999999999"]),
+            Frame::Error(_)
+        ));
+        assert_eq!(f.key_count(), 0, "errors change nothing");
+    }
+
+    #[test]
+    fn hscan_returns_every_field_present_throughout() {
+        let mut f = fragment(4 << 20);
+        for i in 0..500 {
+            run(&mut f, &["HSET", "h", &format!("f{i}"), &format!("v{i}")]);
+        }
+        let mut cursor = "0".to_string();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut steps = 0;
+        loop {
+            let reply = run(&mut f, &["HSCAN", "h", &cursor, "COUNT", "7"]);
+            let Frame::Array(mut parts) = reply else {
+                panic!("{reply:?}")
+            };
+            let items = texts(parts.pop().unwrap());
+            cursor = texts(Frame::Array(parts)).remove(0);
+            assert!(items.len() <= 2 * 8);
+            for pair in items.chunks(2) {
+                if let Some(n) = pair[0].strip_prefix('f') {
+                    assert_eq!(pair[1], format!("v{n}"));
+                }
+                seen.insert(pair[0].clone());
+            }
+            steps += 1;
+            // Churn between steps: new fields and deletes of other fields.
+            run(&mut f, &["HSET", "h", &format!("new{steps}"), "x"]);
+            run(&mut f, &["HDEL", "h", &format!("new{}", steps - 1)]);
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert!(steps > 50, "{steps} steps");
+        for i in 0..500 {
+            assert!(seen.contains(&format!("f{i}")), "f{i} missed");
+        }
+        // MATCH and NOVALUES.
+        let reply = run(
+            &mut f,
+            &[
+                "HSCAN", "h", "0", "MATCH", "f1?", "COUNT", "10000", "NOVALUES",
+            ],
+        );
+        let Frame::Array(parts) = reply else { panic!() };
+        let mut names = texts(parts[1].clone());
+        names.sort();
+        assert_eq!(names, (10..20).map(|i| format!("f{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn hrandfield_counts() {
+        let mut f = fragment(1 << 20);
+        run(&mut f, &["HSET", "h", "a", "1", "b", "2", "c", "3"]);
+        let one = texts(Frame::Array(vec![run(&mut f, &["HRANDFIELD", "h"])]));
+        assert!(["a", "b", "c"].contains(&one[0].as_str()));
+        let mut all = texts(run(&mut f, &["HRANDFIELD", "h", "10"]));
+        all.sort();
+        assert_eq!(all, strs(&["a", "b", "c"]), "distinct, at most the hash");
+        assert_eq!(texts(run(&mut f, &["HRANDFIELD", "h", "2"])).len(), 2);
+        assert_eq!(
+            run(&mut f, &["HRANDFIELD", "h", "0"]),
+            Frame::Array(Vec::new())
+        );
+        let repeats = texts(run(&mut f, &["HRANDFIELD", "h", "-20"]));
+        assert_eq!(
+            repeats.len(),
+            20,
+            "negative: exactly |count|, repeats allowed"
+        );
+        let pairs = texts(run(&mut f, &["HRANDFIELD", "h", "-5", "WITHVALUES"]));
+        assert_eq!(pairs.len(), 10);
+        for p in pairs.chunks(2) {
+            assert_eq!(
+                run(&mut f, &["HGET", "h", &p[0]]),
+                Frame::Bulk(Bytes::from(p[1].clone()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_fragment_changes_nothing_and_the_retry_counts_right() {
+        let mut f = fragment(16 << 10);
+        // Fill the log with a string until a multi-field HSET does not fit.
+        let big = "x".repeat(1000);
+        let mut i = 0;
+        loop {
+            let op = KeyOp::Hash(HashOp::Set {
+                pairs: (0..4)
+                    .map(|j| (Bytes::from(format!("f{i}-{j}")), Bytes::from(big.clone())))
+                    .collect(),
+                reply: SetReply::Added,
+            });
+            let used = f.used_bytes();
+            match apply_key(&mut f, b"h", &op, NOW) {
+                Ok(reply) => assert_eq!(reply, int(4)),
+                Err(StoreError::Full { .. }) => {
+                    assert_eq!(f.used_bytes(), used, "nothing written");
+                    let c = f.compact(64 << 10, 8 << 10, NOW, false).unwrap();
+                    f = c;
+                    assert_eq!(apply_key(&mut f, b"h", &op, NOW).unwrap(), int(4));
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            i += 1;
+        }
+        assert_eq!(run(&mut f, &["HLEN", "h"]), int(4 * (i + 1)));
+    }
+
+    #[test]
+    fn too_long_field_is_refused() {
+        let mut f = fragment(1 << 20);
+        let field = "f".repeat(65_534);
+        assert_eq!(
+            run(&mut f, &["HSET", "h", &field, "v"]),
+            Frame::error(FIELD_TOO_LONG)
+        );
+        assert_eq!(run(&mut f, &["HGET", "h", &field]), Frame::Null);
+        assert_eq!(f.key_count(), 0);
+    }
 }

@@ -218,7 +218,12 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
                     "ERR RENAME and COPY of a hash are not supported yet",
                 ))
             }
-            KeyOp::Object(ObjectField::Encoding) => return Ok(Frame::bulk("hashtable")),
+            KeyOp::Object(ObjectField::Encoding) => {
+                // Redis's names: small hashes are listpacks (by field count only here).
+                let fields = frag.get(key, now)?.and_then(|r| r.hash_header());
+                let small = fields.is_some_and(|h| h.fields <= 128);
+                return Ok(Frame::bulk(if small { "listpack" } else { "hashtable" }));
+            }
             _ => {}
         }
     }
