@@ -96,7 +96,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
     let rest = &args[1..];
     let op = match name {
         "HSET" | "HMSET" => {
-            if rest.len() % 2 != 0 {
+            if !rest.len().is_multiple_of(2) {
                 return Err(args::wrong_arity(name));
             }
             HashOp::Set {
@@ -450,14 +450,12 @@ fn scan(
     };
     let mut out = Vec::new();
     let mut next = 0u64;
-    let mut taken = 0usize;
     let mut last: Option<u64> = None;
-    for (order, name) in names.range((cursor, Bytes::new())..) {
+    for (taken, (order, name)) in names.range((cursor, Bytes::new())..).enumerate() {
         if taken >= count && last != Some(*order) {
             next = *order;
             break;
         }
-        taken += 1;
         last = Some(*order);
         if pattern.is_some_and(|p| !crate::glob::matches(p, name)) {
             continue;
