@@ -765,6 +765,11 @@ mod tests {
             run(&mut f, &["OBJECT", "ENCODING", "h"]),
             Frame::bulk("listpack")
         );
+        // RENAME/COPY read with GetWithExpiry: refused for a hash, not mangled.
+        assert!(matches!(
+            apply_key(&mut f, b"h", &KeyOp::GetWithExpiry, NOW).unwrap(),
+            Frame::Error(e) if e.starts_with(b"ERR RENAME")
+        ));
         // SET replaces a hash, as in Redis; its fields go with it.
         assert_eq!(run(&mut f, &["SET", "h", "x"]), Frame::ok());
         assert_eq!(run(&mut f, &["GET", "h"]), Frame::bulk("x"));
