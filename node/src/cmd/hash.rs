@@ -989,4 +989,239 @@ mod tests {
         assert_eq!(run(&mut f, &["HGET", "h", &field]), Frame::Null);
         assert_eq!(f.key_count(), 0);
     }
+
+    mod model {
+        use super::*;
+        use crate::store::region::Region;
+        use crate::store::FragmentId;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            HSet(u8, u8, usize),
+            HDel(u8, u8),
+            Del(u8),
+            Set(u8),
+            Expire(u8, u64),
+            Advance(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                8 => (0u8..6, 0u8..10, 0usize..300).prop_map(|(k, f, n)| Op::HSet(k, f, n)),
+                3 => (0u8..6, 0u8..10).prop_map(|(k, f)| Op::HDel(k, f)),
+                1 => (0u8..6).prop_map(Op::Del),
+                1 => (0u8..6).prop_map(Op::Set),
+                1 => (0u8..6, 1u64..50).prop_map(|(k, t)| Op::Expire(k, t)),
+                1 => (1u64..30).prop_map(Op::Advance),
+            ]
+        }
+
+        #[derive(Debug, Clone, PartialEq)]
+        enum Value {
+            Str,
+            Hash(BTreeMap<String, String>),
+        }
+
+        /// key -> (value, expire_at)
+        type Model = BTreeMap<String, (Value, Option<u64>)>;
+
+        fn live(model: &Model, key: &str, now: u64) -> Option<Value> {
+            model
+                .get(key)
+                .filter(|(_, at)| at.is_none_or(|t| t > now))
+                .map(|(v, _)| v.clone())
+        }
+
+        /// Run `words` on the fragment holding the key (`words[1]`); when full, do
+        /// what a shard does (split if big, else compact) and run it again.
+        fn exec(
+            parts: &mut Vec<Fragment>,
+            next_id: &mut FragmentId,
+            now: u64,
+            words: &[&str],
+        ) -> Frame {
+            let args = super::words(words);
+            let ctx = ParseContext {
+                now_ms: now,
+                max_bulk_len: 512 << 20,
+            };
+            let Ok(Plan::Keys(plan)) = crate::cmd::parse(&args, &ctx) else {
+                panic!("{words:?}")
+            };
+            let req = &plan.reqs[0];
+            for _ in 0..4 {
+                let i = parts
+                    .iter()
+                    .position(|p| p.contains(&req.key))
+                    .expect("holder");
+                match apply_key(&mut parts[i], &req.key, &req.op, now) {
+                    Ok(f) => return f,
+                    Err(StoreError::Full { need }) => {
+                        let frag = parts.remove(i);
+                        let target = 16 << 10;
+                        let half = Geometry::sized_for(target, 64).log_capacity / 2;
+                        let at = if frag.live_bytes() + need > half {
+                            frag.split_key(now).unwrap()
+                        } else {
+                            None
+                        };
+                        match at.filter(|a| a != frag.lo()) {
+                            Some(at) => {
+                                *next_id += 1;
+                                let (a, b) = frag.split(at, *next_id, target, now, false).unwrap();
+                                parts.push(a);
+                                parts.push(b);
+                            }
+                            None => parts.push(frag.compact(target, need, now, false).unwrap()),
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("no room after making room");
+        }
+
+        fn check(parts: &mut Vec<Fragment>, model: &Model, now: u64) -> Result<(), TestCaseError> {
+            let mut id = 1000;
+            let mut keys = 0;
+            for k in 0..6u8 {
+                let key = format!("k{k}");
+                let expected = live(model, &key, now);
+                let t = exec(parts, &mut id, now, &["TYPE", &key]);
+                let all = exec(parts, &mut id, now, &["HGETALL", &key]);
+                match expected {
+                    None => {
+                        prop_assert_eq!(t, Frame::simple("none"));
+                        prop_assert_eq!(all, Frame::Map(Vec::new()));
+                    }
+                    Some(Value::Str) => {
+                        keys += 1;
+                        prop_assert_eq!(t, Frame::simple("string"));
+                        prop_assert_eq!(all, Frame::error(WRONGTYPE));
+                    }
+                    Some(Value::Hash(fields)) => {
+                        keys += 1;
+                        prop_assert_eq!(t, Frame::simple("hash"));
+                        let got: BTreeMap<String, String> = sorted_pairs(all).into_iter().collect();
+                        prop_assert_eq!(&got, &fields);
+                        prop_assert_eq!(
+                            exec(parts, &mut id, now, &["HLEN", &key]),
+                            int(fields.len() as i64)
+                        );
+                        prop_assert_eq!(
+                            exec(parts, &mut id, now, &["GET", &key]),
+                            Frame::error(WRONGTYPE)
+                        );
+                    }
+                }
+            }
+            let counted: usize = parts.iter().map(|p| p.key_count()).sum();
+            // Expired keys count until removed, as in `live_keys`.
+            let stored = model.len();
+            prop_assert!(
+                counted >= keys && counted <= stored,
+                "{} keys, {} live, {} stored",
+                counted,
+                keys,
+                stored
+            );
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            /// Hash and string commands on fragments that compact, split, expire and
+            /// are copied (as a migration does) agree with a map.
+            #[test]
+            fn hashes_agree_with_a_map(ops in proptest::collection::vec(op(), 1..300)) {
+                let mut parts = vec![fragment(16 << 10)];
+                let mut model: Model = BTreeMap::new();
+                let mut next_id = 1;
+                let mut now = NOW;
+                for op in ops {
+                    match op {
+                        Op::HSet(k, f, n) => {
+                            let (key, field) = (format!("k{k}"), format!("f{f}"));
+                            let value = format!("{n}:{}", "v".repeat(n));
+                            let reply = exec(&mut parts, &mut next_id, now, &["HSET", &key, &field, &value]);
+                            match live(&model, &key, now) {
+                                Some(Value::Str) => prop_assert_eq!(reply, Frame::error(WRONGTYPE)),
+                                other => {
+                                    let mut fields = match other {
+                                        Some(Value::Hash(h)) => h,
+                                        _ => BTreeMap::new(),
+                                    };
+                                    let at = model.get(&key).and_then(|(_, at)| *at).filter(|_| !fields.is_empty());
+                                    let added = fields.insert(field, value).is_none();
+                                    prop_assert_eq!(reply, int(added as i64));
+                                    model.insert(key, (Value::Hash(fields), at));
+                                }
+                            }
+                        }
+                        Op::HDel(k, f) => {
+                            let (key, field) = (format!("k{k}"), format!("f{f}"));
+                            let reply = exec(&mut parts, &mut next_id, now, &["HDEL", &key, &field]);
+                            match live(&model, &key, now) {
+                                Some(Value::Str) => prop_assert_eq!(reply, Frame::error(WRONGTYPE)),
+                                Some(Value::Hash(mut h)) => {
+                                    let removed = h.remove(&field).is_some();
+                                    prop_assert_eq!(reply, int(removed as i64));
+                                    if h.is_empty() {
+                                        model.remove(&key);
+                                    } else if let Some(e) = model.get_mut(&key) {
+                                        e.0 = Value::Hash(h);
+                                    }
+                                }
+                                None => prop_assert_eq!(reply, int(0)),
+                            }
+                        }
+                        Op::Del(k) => {
+                            let key = format!("k{k}");
+                            let reply = exec(&mut parts, &mut next_id, now, &["DEL", &key]);
+                            prop_assert_eq!(reply, int(live(&model, &key, now).is_some() as i64));
+                            model.remove(&key);
+                        }
+                        Op::Set(k) => {
+                            let key = format!("k{k}");
+                            prop_assert_eq!(exec(&mut parts, &mut next_id, now, &["SET", &key, "s"]), Frame::ok());
+                            model.insert(key, (Value::Str, None));
+                        }
+                        Op::Expire(k, t) => {
+                            let key = format!("k{k}");
+                            let reply = exec(&mut parts, &mut next_id, now, &["PEXPIRE", &key, &t.to_string()]);
+                            let present = live(&model, &key, now).is_some();
+                            prop_assert_eq!(reply, int(present as i64));
+                            if let (true, Some(e)) = (present, model.get_mut(&key)) {
+                                e.1 = Some(now + t);
+                            }
+                        }
+                        Op::Advance(dt) => {
+                            now += dt;
+                            for p in parts.iter_mut() {
+                                p.expire_due(now, usize::MAX).unwrap();
+                            }
+                            model.retain(|_, (_, at)| at.is_none_or(|t| t > now));
+                        }
+                    }
+                }
+                check(&mut parts, &model, now)?;
+                // A byte copy of every region (a migration) answers the same.
+                let mut copies: Vec<Fragment> = parts
+                    .iter()
+                    .map(|p| {
+                        let mut region = Region::create(p.region_len(), false).unwrap();
+                        let tail = p.log_tail();
+                        region.bytes_mut()[..tail].copy_from_slice(&p.region().bytes()[..tail]);
+                        Fragment::from_copy(region, p.id(), p.lo().clone(), p.hi().cloned()).unwrap()
+                    })
+                    .collect();
+                check(&mut copies, &model, now)?;
+                for (p, c) in parts.iter().zip(&copies) {
+                    prop_assert_eq!(p.hash_heap_bytes(), c.hash_heap_bytes());
+                    prop_assert_eq!(p.key_count(), c.key_count());
+                }
+            }
+        }
+    }
 }
