@@ -570,8 +570,12 @@ impl Fragment {
         // A fragment is compacted (not split) only while its live data fits in half
         // a region, so the default geometry has room to spare; only a fragment that
         // cannot split (one huge value) grows, to twice what it must hold.
-        let geometry = Geometry::sized_for(target_len, self.average_record())
-            .with_room_for(2 * (self.live_keys + 1), 2 * (self.live_bytes + need));
+        let geometry = Geometry::sized_for(target_len, self.average_record()).with_room_for(
+            // `need` may be many records (an HSET of many fields): a record is at
+            // least 32 bytes, so this many slots always suffice for it.
+            2 * (self.live_keys + 1) + need / 32,
+            2 * (self.live_bytes + need),
+        );
         self.copy_range(
             self.id,
             self.lo.clone(),

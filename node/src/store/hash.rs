@@ -447,6 +447,15 @@ mod tests {
     }
 
     #[test]
+    fn compaction_makes_room_for_many_records_at_once() {
+        let f = frag(16 << 10);
+        let (fields, bytes) = (5000, 5000 * field_record_len(b"h", b"field:0000", 1));
+        assert!(f.check_room(bytes, fields + 1).is_err());
+        let c = f.compact(16 << 10, bytes, 0, false).unwrap();
+        assert!(c.check_room(bytes, fields + 1).is_ok());
+    }
+
+    #[test]
     fn check_room_counts_slots_and_bytes() {
         let f = frag(64 << 10);
         assert!(f.check_room(100, 1).is_ok());
