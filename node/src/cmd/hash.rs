@@ -397,7 +397,7 @@ fn write_fields(
         };
     frag.check_room(bytes, values.len() + 1)?;
     let incarnation = view.map_or_else(|| frag.new_incarnation(), |v| v.header.incarnation);
-    // Header first: it starts the field-name set a new hash's fields go into.
+    // Header first: it starts the field set a new hash's fields go into.
     if header_changes {
         let header = HashHeader {
             incarnation,
@@ -416,14 +416,13 @@ fn all_fields(
     key: &[u8],
     view: &HashView,
 ) -> Result<Vec<(Bytes, Bytes)>, StoreError> {
-    let Some(names) = frag.hash_field_names(key, view) else {
+    let Some(entries) = frag.hash_entries(key, view) else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::with_capacity(names.len());
-    for (_, name) in names {
-        if let Some(v) = frag.hash_field(key, view, name)? {
-            out.push((name.clone(), Bytes::copy_from_slice(v)));
-        }
+    let mut out = Vec::with_capacity(entries.len());
+    for (_, offset) in entries {
+        let (field, value) = frag.hash_entry(*offset)?;
+        out.push((Bytes::copy_from_slice(field), Bytes::copy_from_slice(value)));
     }
     Ok(out)
 }
@@ -445,24 +444,24 @@ fn scan(
     let Some(v) = view else {
         return Ok(empty());
     };
-    let Some(names) = frag.hash_field_names(key, &v) else {
+    let Some(entries) = frag.hash_entries(key, &v) else {
         return Ok(empty());
     };
     let mut out = Vec::new();
     let mut next = 0u64;
     let mut last: Option<u64> = None;
-    for (taken, (order, name)) in names.range((cursor, Bytes::new())..).enumerate() {
+    for (taken, (order, offset)) in entries.range((cursor, 0)..).enumerate() {
         if taken >= count && last != Some(*order) {
             next = *order;
             break;
         }
         last = Some(*order);
+        let (name, value) = frag.hash_entry(*offset)?;
         if pattern.is_some_and(|p| !crate::glob::matches(p, name)) {
             continue;
         }
-        out.push(Frame::Bulk(name.clone()));
+        out.push(bulk(name));
         if !novalues {
-            let value = frag.hash_field(key, &v, name)?.unwrap_or_default();
             out.push(bulk(value));
         }
     }
@@ -480,21 +479,21 @@ fn random_fields(
     count: Option<i64>,
     with_values: bool,
 ) -> Result<Frame, StoreError> {
-    let names: Vec<&Bytes> = match &view {
+    let names: Vec<usize> = match &view {
         Some(v) => frag
-            .hash_field_names(key, v)
-            .map(|n| n.iter().map(|(_, f)| f).collect())
+            .hash_entries(key, v)
+            .map(|n| n.iter().map(|(_, offset)| *offset).collect())
             .unwrap_or_default(),
         None => Vec::new(),
     };
     let mut rng = rand::thread_rng();
     let Some(count) = count else {
         return Ok(match names.choose(&mut rng) {
-            Some(f) => Frame::Bulk((*f).clone()),
+            Some(offset) => bulk(frag.hash_entry(*offset)?.0),
             None => Frame::Null,
         });
     };
-    let picked: Vec<&Bytes> = if names.is_empty() {
+    let picked: Vec<usize> = if names.is_empty() {
         Vec::new()
     } else if count >= 0 {
         names
@@ -507,14 +506,11 @@ fn random_fields(
             .collect()
     };
     let mut out = Vec::with_capacity(picked.len() * if with_values { 2 } else { 1 });
-    for f in picked {
-        out.push(Frame::Bulk(f.clone()));
+    for offset in picked {
+        let (field, value) = frag.hash_entry(offset)?;
+        out.push(bulk(field));
         if with_values {
-            let value = match &view {
-                Some(v) => frag.hash_field(key, v, f)?.map(Bytes::copy_from_slice),
-                None => None,
-            };
-            out.push(value.map_or(Frame::Null, Frame::Bulk));
+            out.push(bulk(value));
         }
     }
     Ok(Frame::Array(out))

@@ -258,7 +258,7 @@ impl Fragment {
         &self.region.bytes()[..self.tail]
     }
 
-    fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
+    pub(super) fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
         let mut last = RecordError::OutOfBounds(offset);
         for _ in 0..READ_RETRIES {
             match layout::decode_record(self.log(), offset) {
@@ -400,7 +400,7 @@ impl Fragment {
             self.expiries.insert((t, offset));
         }
         self.changes += 1;
-        self.track_hash(key, value, flags);
+        self.track_hash(key, value, flags, probe.found.map(|(_, old)| old), offset);
         Ok(())
     }
 

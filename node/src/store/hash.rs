@@ -7,8 +7,9 @@
 //! (compaction, split). Fields route with their hash's key (`RecordView::route_key`),
 //! so a split never separates them.
 //!
-//! Enumerating a hash (HGETALL, HSCAN) uses a memory-only set of each hash's field
-//! names, kept by `Fragment::write` and rebuilt from the region after every copy.
+//! Enumerating a hash (HGETALL, HSCAN) uses a memory-only set per hash of
+//! `(xxh3(field), record offset)`, kept by `Fragment::write` and rebuilt from the
+//! region after every copy: 16 bytes a field, the names and values stay in the region.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,18 +18,17 @@ use bytes::Bytes;
 use super::fragment::{Fragment, StoreError};
 use super::layout::{self, HashHeader, RecordView};
 
-/// The current field names of one hash, in `(xxh3(field), field)` order: HSCAN's
-/// cursor is a position in that order, stable under inserts and deletes.
+/// The current fields of one hash as `(xxh3(field), offset of its record)`, in that
+/// order: HSCAN's cursor is an xxh3 position, stable under inserts and deletes.
 #[derive(Debug, Default)]
 pub struct HashFields {
     pub(super) incarnation: u64,
-    pub(super) fields: BTreeSet<(u64, Bytes)>,
+    pub(super) fields: BTreeSet<(u64, usize)>,
 }
 
-/// Heap bytes one field name costs in [`HashFields`] (estimate for `used_memory`).
-fn field_heap(field: &[u8]) -> usize {
-    field.len() + 56
-}
+/// Heap bytes one field costs in [`HashFields`] (estimate for `used_memory`: a
+/// 16-byte entry in B-tree nodes that are on average about two thirds full).
+const FIELD_HEAP: usize = 24;
 
 fn hash_heap(key: &[u8]) -> usize {
     key.len() + 96
@@ -104,12 +104,25 @@ impl Fragment {
             .map(|(_, v)| v))
     }
 
-    /// The field names of the hash `key` whose header is `view`, in HSCAN order.
-    pub fn hash_field_names(&self, key: &[u8], view: &HashView) -> Option<&BTreeSet<(u64, Bytes)>> {
+    /// The fields of the hash `key` whose header is `view`, as `(HSCAN position,
+    /// record offset)` in HSCAN order; [`Fragment::hash_entry`] reads one.
+    pub fn hash_entries(&self, key: &[u8], view: &HashView) -> Option<&BTreeSet<(u64, usize)>> {
         self.hashes
             .get(key)
             .filter(|h| h.incarnation == view.header.incarnation)
             .map(|h| &h.fields)
+    }
+
+    /// `(field, value)` of the field record at `offset` (from [`Fragment::hash_entries`]).
+    pub fn hash_entry(&self, offset: usize) -> Result<(&[u8], &[u8]), StoreError> {
+        let r = self.read_record(offset)?;
+        let parts = r
+            .is_field()
+            .then(|| layout::split_field_key(r.key).zip(layout::split_field_value(r.value)));
+        match parts.flatten() {
+            Some(((_, field), (_, value))) => Ok((field, value)),
+            None => Err(StoreError::Corrupt(layout::RecordError::BadHash(offset))),
+        }
     }
 
     /// The incarnation a hash created now takes: the version of the next write, so
@@ -133,7 +146,7 @@ impl Fragment {
     }
 
     /// Write field `field` of hash `key` (incarnation `incarnation`). The header of
-    /// that incarnation must be written first: it starts the hash's field-name set.
+    /// that incarnation must be written first: it starts the hash's field set.
     pub fn put_field(
         &mut self,
         key: &[u8],
@@ -194,13 +207,21 @@ impl Fragment {
         !self.hashes.is_empty() && self.hashes.contains_key(key)
     }
 
-    /// Heap bytes of the hashes' field-name sets.
+    /// Heap bytes of the hashes' field sets.
     pub fn hash_heap_bytes(&self) -> usize {
         self.hash_heap_bytes
     }
 
-    /// Keep the field-name sets in step with a record just written.
-    pub(super) fn track_hash(&mut self, key: &[u8], value: &[u8], flags: u16) {
+    /// Keep the field sets in step with a record just written at `offset`, which
+    /// replaced the key's record at `old` (if any).
+    pub(super) fn track_hash(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        flags: u16,
+        old: Option<usize>,
+        offset: usize,
+    ) {
         let tombstone = flags & layout::FLAG_TOMBSTONE != 0;
         if flags & layout::FLAG_FIELD != 0 {
             let Some((hash_key, field)) = layout::split_field_key(key) else {
@@ -209,15 +230,15 @@ impl Fragment {
             let Some(h) = self.hashes.get_mut(hash_key) else {
                 return;
             };
-            let entry = (field_order(field), Bytes::copy_from_slice(field));
-            if tombstone {
-                if h.fields.remove(&entry) {
-                    self.hash_heap_bytes -= field_heap(field);
-                }
-            } else if layout::split_field_value(value).map(|(i, _)| i) == Some(h.incarnation)
-                && h.fields.insert(entry)
+            let order = field_order(field);
+            if old.is_some_and(|o| h.fields.remove(&(order, o))) {
+                self.hash_heap_bytes -= FIELD_HEAP;
+            }
+            if !tombstone
+                && layout::split_field_value(value).map(|(i, _)| i) == Some(h.incarnation)
+                && h.fields.insert((order, offset))
             {
-                self.hash_heap_bytes += field_heap(field);
+                self.hash_heap_bytes += FIELD_HEAP;
             }
             return;
         }
@@ -251,8 +272,7 @@ impl Fragment {
             return;
         }
         if let Some(h) = self.hashes.remove(key) {
-            let names: usize = h.fields.iter().map(|(_, f)| field_heap(f)).sum();
-            self.hash_heap_bytes -= hash_heap(key) + names;
+            self.hash_heap_bytes -= hash_heap(key) + h.fields.len() * FIELD_HEAP;
         }
     }
 
@@ -278,13 +298,13 @@ impl Fragment {
         ))
     }
 
-    /// Recount field records and rebuild the field-name sets from the region (after
+    /// Recount field records and rebuild the field sets from the region (after
     /// a copy). Expired hashes keep their sets until their header is removed.
     pub(super) fn rebuild_hashes(&mut self) -> Result<(), StoreError> {
         let mut hashes: HashMap<Bytes, HashFields> = HashMap::new();
-        let mut fields: Vec<(Bytes, Bytes, u64)> = Vec::new();
+        let mut fields: Vec<(Bytes, u64, usize, u64)> = Vec::new();
         let mut live_fields = 0;
-        self.for_each_current(|_, r| {
+        self.for_each_current(|offset, r| {
             if r.is_tombstone() {
                 return;
             }
@@ -302,16 +322,15 @@ impl Fragment {
                     layout::split_field_key(r.key),
                     layout::split_field_value(r.value),
                 ) {
-                    fields.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(f), i));
+                    fields.push((Bytes::copy_from_slice(k), field_order(f), offset, i));
                 }
             }
         })?;
         let mut heap: usize = hashes.keys().map(|k| hash_heap(k)).sum();
-        for (key, field, incarnation) in fields {
+        for (key, order, offset, incarnation) in fields {
             if let Some(h) = hashes.get_mut(&key[..]) {
-                if h.incarnation == incarnation {
-                    heap += field_heap(&field);
-                    h.fields.insert((field_order(&field), field));
+                if h.incarnation == incarnation && h.fields.insert((order, offset)) {
+                    heap += FIELD_HEAP;
                 }
             }
         }
@@ -368,7 +387,7 @@ mod tests {
             vec![Bytes::from("h"), Bytes::from("s")]
         );
         assert_eq!(f.hash_field(b"h", &view, b"f1").unwrap(), Some(&b"v"[..]));
-        assert_eq!(f.hash_field_names(b"h", &view).unwrap().len(), 3);
+        assert_eq!(f.hash_entries(b"h", &view).unwrap().len(), 3);
         // A client key with a field key's bytes is a different entry.
         let composite = layout::field_key(b"h", b"f1").unwrap();
         assert!(f.get(&composite, 0).unwrap().is_none());
@@ -378,12 +397,12 @@ mod tests {
         // DEL: one tombstone, and the fields are gone with it.
         assert!(f.delete(b"h", 0).unwrap());
         assert_eq!(f.hash_at(b"h", 0).unwrap(), HashLookup::Missing);
-        assert!(f.hash_field_names(b"h", &view).is_none());
+        assert!(f.hash_entries(b"h", &view).is_none());
         // Recreated: the old fields do not come back.
         let again = make_hash(&mut f, b"h", 1, None);
         assert!(again.header.incarnation > view.header.incarnation);
         assert_eq!(f.hash_field(b"h", &again, b"f2").unwrap(), None);
-        assert_eq!(f.hash_field_names(b"h", &again).unwrap().len(), 1);
+        assert_eq!(f.hash_entries(b"h", &again).unwrap().len(), 1);
         // The stale field records go at the next compaction; live data stays.
         let c = f.compact(1 << 20, 0, 0, false).unwrap();
         assert_eq!(c.live_keys(), 2 + 1 + 1, "h, s, the client key, one field");
@@ -393,7 +412,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(c.hash_field(b"h", &view, b"f0").unwrap(), Some(&b"v"[..]));
-        assert_eq!(c.hash_field_names(b"h", &view).unwrap().len(), 1);
+        assert_eq!(c.hash_entries(b"h", &view).unwrap().len(), 1);
         assert_eq!(c.hash_heap_bytes(), f.hash_heap_bytes());
     }
 
@@ -404,11 +423,11 @@ mod tests {
         assert!(matches!(f.hash_at(b"t", 99).unwrap(), HashLookup::Hash(_)));
         assert_eq!(f.hash_at(b"t", 100).unwrap(), HashLookup::Missing);
         assert_eq!(f.expire_due(100, 10).unwrap(), 1);
-        assert!(f.hash_field_names(b"t", &view).is_none());
+        assert!(f.hash_entries(b"t", &view).is_none());
         let view = make_hash(&mut f, b"u", 2, None);
         f.put(b"u", b"now a string", None).unwrap();
         assert_eq!(f.hash_at(b"u", 0).unwrap(), HashLookup::String);
-        assert!(f.hash_field_names(b"u", &view).is_none());
+        assert!(f.hash_entries(b"u", &view).is_none());
         assert_eq!(f.hash_heap_bytes(), 0);
         // EXPIRE keeps the type.
         make_hash(&mut f, b"v", 1, None);
@@ -436,10 +455,12 @@ mod tests {
         for part in [&lo, &hi] {
             for key in part.sorted_keys(0).unwrap() {
                 if let HashLookup::Hash(v) = part.hash_at(&key, 0).unwrap() {
-                    let names = part.hash_field_names(&key, &v).unwrap();
-                    assert_eq!(names.len(), 50);
-                    for (_, name) in names {
-                        assert!(part.hash_field(&key, &v, name).unwrap().is_some());
+                    let entries = part.hash_entries(&key, &v).unwrap();
+                    assert_eq!(entries.len(), 50);
+                    for (order, offset) in entries {
+                        let (name, value) = part.hash_entry(*offset).unwrap();
+                        assert_eq!(*order, field_order(name));
+                        assert_eq!(part.hash_field(&key, &v, name).unwrap(), Some(value));
                     }
                 }
             }
