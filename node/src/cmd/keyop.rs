@@ -115,6 +115,8 @@ pub enum KeyOp {
         value: Bytes,
         expire_at_ms: Option<u64>,
     },
+    /// HSET, HGET, ...: see `cmd::hash`.
+    Hash(super::hash::HashOp),
 }
 
 /// What OBJECT asks about a key.
@@ -137,12 +139,16 @@ impl KeyOp {
             KeyOp::MSetNx { first, pairs } => {
                 first.len() + pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
             }
+            KeyOp::Hash(h) => h.payload_len(),
             _ => 0,
         }
     }
 
     /// Whether the operation may change the key (telemetry counts it as a write).
     pub fn is_write(&self) -> bool {
+        if let KeyOp::Hash(h) = self {
+            return h.is_write();
+        }
         !matches!(
             self,
             KeyOp::Get
@@ -160,6 +166,9 @@ impl KeyOp {
 
     /// Writes that add data are refused with -OOM when `maxmemory` is reached.
     pub fn grows(&self) -> bool {
+        if let KeyOp::Hash(h) = self {
+            return h.grows();
+        }
         matches!(
             self,
             KeyOp::Set { .. }
@@ -171,6 +180,23 @@ impl KeyOp {
                 | KeyOp::MSetNx { .. }
         )
     }
+
+    /// Operations on a string's value: on a hash they answer WRONGTYPE.
+    fn reads_a_string(&self) -> bool {
+        matches!(
+            self,
+            KeyOp::Get
+                | KeyOp::GetDel
+                | KeyOp::Set { get: true, .. }
+                | KeyOp::IncrBy(_)
+                | KeyOp::Append { .. }
+                | KeyOp::StrLen
+                | KeyOp::GetEx(_)
+                | KeyOp::GetRange { .. }
+                | KeyOp::SetRange { .. }
+                | KeyOp::IncrByFloat(_)
+        )
+    }
 }
 
 fn bulk(v: &[u8]) -> Frame {
@@ -180,6 +206,27 @@ fn bulk(v: &[u8]) -> Frame {
 /// Apply `op` to `key` in `frag` at time `now`. `StoreError::Full` leaves the
 /// fragment unchanged, so the caller can make room and apply again.
 pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Frame, StoreError> {
+    if let KeyOp::Hash(h) = op {
+        return super::hash::apply(frag, key, h, now);
+    }
+    // `holds_hash` is a memory lookup: string-only fragments pay nothing more.
+    if frag.holds_hash(key) && frag.get(key, now)?.is_some() {
+        match op {
+            _ if op.reads_a_string() => return Ok(Frame::error(super::hash::WRONGTYPE)),
+            KeyOp::GetWithExpiry => {
+                return Ok(Frame::error(
+                    "ERR RENAME and COPY of a hash are not supported yet",
+                ))
+            }
+            KeyOp::Object(ObjectField::Encoding) => {
+                // Redis's names: small hashes are listpacks (by field count only here).
+                let fields = frag.get(key, now)?.and_then(|r| r.hash_header());
+                let small = fields.is_some_and(|h| h.fields <= 128);
+                return Ok(Frame::bulk(if small { "listpack" } else { "hashtable" }));
+            }
+            _ => {}
+        }
+    }
     let current = |frag: &Fragment| -> Result<Option<(Bytes, Option<u64>)>, StoreError> {
         Ok(frag
             .get(key, now)?
@@ -267,7 +314,7 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
         }
         KeyOp::StrLen => Frame::Integer(frag.get(key, now)?.map_or(0, |r| r.value.len() as i64)),
         KeyOp::Expire { at_ms, cond } => {
-            let Some((value, old)) = current(frag)? else {
+            let Some((_, old)) = current(frag)? else {
                 return Ok(Frame::Integer(0));
             };
             let new = *at_ms;
@@ -286,7 +333,8 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             if new <= now as i64 {
                 frag.delete(key, now)?;
             } else {
-                frag.put(key, &value, Some(new as u64))?;
+                // Keeps the record's type: EXPIRE on a hash stays a hash.
+                frag.set_expiry(key, Some(new as u64), now)?;
             }
             Frame::Integer(1)
         }
@@ -308,18 +356,18 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             },
         },
         KeyOp::Persist => match current(frag)? {
-            Some((value, Some(_))) => {
-                frag.put(key, &value, None)?;
+            Some((_, Some(_))) => {
+                frag.set_expiry(key, None, now)?;
                 Frame::Integer(1)
             }
             _ => Frame::Integer(0),
         },
         KeyOp::Del => Frame::Integer(frag.delete(key, now)? as i64),
         KeyOp::Exists => Frame::Integer(frag.get(key, now)?.is_some() as i64),
-        KeyOp::Type => Frame::simple(if frag.get(key, now)?.is_some() {
-            "string"
-        } else {
-            "none"
+        KeyOp::Type => Frame::simple(match frag.get(key, now)? {
+            Some(r) if r.is_hash() => "hash",
+            Some(_) => "string",
+            None => "none",
         }),
         KeyOp::GetEx(ttl) => {
             let Some((value, expire)) = current(frag)? else {
@@ -389,6 +437,7 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             super::object::answer(*field, r.value)
         }
         KeyOp::MSetNx { .. } => Frame::error("ERR internal: MSETNX runs in the shard"),
+        KeyOp::Hash(_) => Frame::error("ERR internal: hash ops are applied above"),
         KeyOp::GetWithExpiry => match frag.get(key, now)? {
             Some(r) => Frame::Array(vec![
                 bulk(r.value),

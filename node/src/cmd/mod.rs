@@ -16,6 +16,7 @@ mod del;
 mod expire;
 mod float;
 mod get;
+pub mod hash;
 mod incr;
 pub mod multi;
 mod object;
@@ -101,9 +102,8 @@ pub enum FanoutCmd {
         cursor: u64,
         pattern: Option<Bytes>,
         count: usize,
-        /// False when TYPE names a type other than string: every value is a string,
-        /// so the scan walks as usual and returns no keys.
-        strings: bool,
+        /// SCAN ... TYPE t: only keys holding that type (checked by each core).
+        type_filter: Option<crate::shard::fanout::ScanType>,
     },
     Keys(Bytes),
     RandomKey,
@@ -193,6 +193,9 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
         "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(&name, rest),
         "SCAN" | "KEYS" => scan::parse(&name, rest),
         "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => multi::parse(&name, rest),
+        "HSET" | "HSETNX" | "HMSET" | "HGET" | "HMGET" | "HDEL" | "HLEN" | "HEXISTS"
+        | "HSTRLEN" | "HINCRBY" | "HINCRBYFLOAT" | "HGETALL" | "HKEYS" | "HVALS" | "HSCAN"
+        | "HRANDFIELD" => hash::parse(&name, rest),
         "RANDOMKEY" => Ok(Plan::Fanout(FanoutCmd::RandomKey)),
         "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" | "AUGUR" => {
             server::parse(&name, rest)

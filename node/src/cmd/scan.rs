@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::args::{self, upper};
 use super::{FanoutCmd, Plan};
 use crate::resp::Frame;
+use crate::shard::fanout::ScanType;
 
 pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
     if name == "KEYS" {
@@ -20,7 +21,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         .ok_or_else(|| Frame::error("ERR invalid cursor"))?;
     let mut pattern = None;
     let mut count = 10usize;
-    let mut strings = true;
+    let mut type_filter = None;
     let mut i = 1;
     while i < args.len() {
         let Some(value) = args.get(i + 1) else {
@@ -35,7 +36,7 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
                     None => return Err(Frame::error(args::NOT_INTEGER)),
                 };
             }
-            "TYPE" => strings = value.eq_ignore_ascii_case(b"string"),
+            "TYPE" => type_filter = Some(ScanType::parse(value)),
             _ => return Err(Frame::error(args::SYNTAX)),
         }
         i += 2;
@@ -44,6 +45,6 @@ pub fn parse(name: &str, args: &[Bytes]) -> Result<Plan, Frame> {
         cursor,
         pattern,
         count: count.min(100_000),
-        strings,
+        type_filter,
     }))
 }

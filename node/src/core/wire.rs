@@ -107,6 +107,9 @@ pub enum PeerFanout {
         pattern: Option<Bytes>,
         /// How long ago the scan started (an `Instant` does not cross machines).
         started_ms_ago: u64,
+        /// SCAN ... TYPE t.
+        #[serde(default)]
+        type_filter: Option<crate::shard::fanout::ScanType>,
     },
 }
 
@@ -121,11 +124,13 @@ impl PeerFanout {
                 count,
                 pattern,
                 started,
+                type_filter,
             } => PeerFanout::ScanStep {
                 after: after.clone(),
                 count: *count as u64,
                 pattern: pattern.clone(),
                 started_ms_ago: started.elapsed().as_millis() as u64,
+                type_filter: *type_filter,
             },
         }
     }
@@ -142,6 +147,7 @@ impl PeerFanout {
                 count,
                 pattern,
                 started_ms_ago,
+                type_filter,
             } => {
                 let now = std::time::Instant::now();
                 FanoutReq::ScanStep {
@@ -151,6 +157,7 @@ impl PeerFanout {
                     started: now
                         .checked_sub(std::time::Duration::from_millis(started_ms_ago))
                         .unwrap_or(now),
+                    type_filter,
                 }
             }
         }

@@ -97,6 +97,10 @@ pub enum RemoteReadError {
     Corrupt(String),
     #[error("fabric: {0}")]
     Fabric(augur_fabric::Error),
+    /// The key holds a hash: a one-sided read answers string reads only, so the
+    /// caller sends the request to the owner instead.
+    #[error("key holds a hash, not a string")]
+    NotAString,
 }
 
 impl From<augur_fabric::Error> for RemoteReadError {
@@ -297,11 +301,15 @@ impl<M: LocalMr> RemoteReader<M> {
                     .await?;
                 let view = layout::decode_record(&record, 0)
                     .map_err(|e| retry(slot, format!("slot {slot:#x}: {e}")))?;
-                if view.key != key {
-                    continue; // another key with the same tag
+                if view.key != key || view.is_field() {
+                    continue; // another key with the same tag, or a hash field
                 }
                 if view.is_tombstone() || view.is_expired(now_ms) {
                     return Ok(RemoteValue::Missing);
+                }
+                if view.is_hash() {
+                    // Not a string: the owner answers (WRONGTYPE, TYPE, ...).
+                    return Err(Stop::Fatal(RemoteReadError::NotAString));
                 }
                 let expire_at_ms = view.expire_at_ms;
                 let value = view.value_start()..view.value_start() + view.value.len();

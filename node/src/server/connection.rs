@@ -475,8 +475,8 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
             cursor,
             pattern,
             count,
-            strings,
-        } => scan(ctx, cursor, pattern, count, strings).await,
+            type_filter,
+        } => scan(ctx, cursor, pattern, count, type_filter).await,
         FanoutCmd::RandomKey => random_key(ctx).await,
     }
 }
@@ -529,6 +529,7 @@ async fn random_key(ctx: &CoreCtx) -> Frame {
                 count: 16,
                 pattern: None,
                 started: std::time::Instant::now(),
+                type_filter: None,
             })
             .await
         {
@@ -557,7 +558,7 @@ async fn scan(
     cursor: u64,
     pattern: Option<Bytes>,
     count: usize,
-    strings: bool,
+    type_filter: Option<crate::shard::fanout::ScanType>,
 ) -> Frame {
     let (after, started) = if cursor == 0 {
         (None, std::time::Instant::now())
@@ -577,6 +578,7 @@ async fn scan(
             count,
             pattern,
             started,
+            type_filter,
         })
         .await
     {
@@ -601,9 +603,6 @@ async fn scan(
         }
     }
     keys.sort_unstable();
-    if !strings {
-        keys.clear();
-    }
     let next = match &frontier {
         Some(f) => {
             keys.retain(|k| k <= f);

@@ -4,6 +4,27 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+/// SCAN's TYPE option: which kind of value a returned key must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ScanType {
+    String,
+    Hash,
+    /// A type augur does not store (list, set, ...): no key matches.
+    Other,
+}
+
+impl ScanType {
+    pub fn parse(name: &[u8]) -> ScanType {
+        if name.eq_ignore_ascii_case(b"string") {
+            ScanType::String
+        } else if name.eq_ignore_ascii_case(b"hash") {
+            ScanType::Hash
+        } else {
+            ScanType::Other
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum FanoutReq {
     DbSize,
@@ -13,6 +34,8 @@ pub enum FanoutReq {
         count: usize,
         pattern: Option<Bytes>,
         started: Instant,
+        /// SCAN ... TYPE t; None: any type.
+        type_filter: Option<ScanType>,
     },
     Keys(Bytes),
 }

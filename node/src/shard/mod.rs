@@ -18,7 +18,7 @@ use crate::resp::Frame;
 use crate::router::table::{Owner, Routes};
 use crate::store::{Fragment, FragmentId, Geometry, StoreError};
 use crate::telemetry::stats::{self, bump, set, CoreStats};
-use fanout::{FanoutBody, FanoutReply, FanoutReq};
+use fanout::{FanoutBody, FanoutReply, FanoutReq, ScanType};
 
 /// What a shard needs from the node: where routes and counters are published, how
 /// fragments are made, and nothing else.
@@ -69,6 +69,9 @@ pub struct WatchToken {
     flushes: u64,
     /// `(version, live)` of the key's current record; `None` when it has none.
     record: Option<(u64, bool)>,
+    /// For a hash, `(region generation, log offset of its last field record)`: writing
+    /// a field leaves the header's version as it was.
+    hash_fields: Option<(u64, usize)>,
 }
 
 /// A sorted listing of a fragment's keys, reused by SCAN steps while valid.
@@ -213,9 +216,13 @@ impl Shard {
             // record is still unreadable then.
             Err(_) => Some((u64::MAX, false)),
         };
+        let hash_fields = fragment
+            .hash_write_mark(key)
+            .map(|mark| (fragment.generation(), mark));
         Some(WatchToken {
             flushes: FLUSHES.load(Ordering::Acquire),
             record,
+            hash_fields,
         })
     }
 
@@ -499,8 +506,8 @@ impl Shard {
         let s = &self.env.stats[self.core];
         let (mut keys, mut used, mut mapped, mut expiring) = (0, 0, 0, 0);
         for f in self.fragments.values() {
-            keys += f.live_keys() as u64;
-            used += f.used_bytes() as u64;
+            keys += f.key_count() as u64;
+            used += (f.used_bytes() + f.hash_heap_bytes()) as u64;
             mapped += f.region_len() as u64;
             expiring += f.expiring() as u64;
         }
@@ -584,7 +591,7 @@ impl Shard {
     pub fn fanout(&mut self, req: &FanoutReq, now: u64) -> FanoutReply {
         let body = match req {
             FanoutReq::DbSize => {
-                FanoutBody::Count(self.fragments.values().map(|f| f.live_keys() as u64).sum())
+                FanoutBody::Count(self.fragments.values().map(|f| f.key_count() as u64).sum())
             }
             FanoutReq::FlushAll => {
                 self.flush();
@@ -596,7 +603,14 @@ impl Shard {
                 count,
                 pattern,
                 started,
-            } => self.scan_step(after.as_ref(), *count, pattern.as_ref(), *started, now),
+                type_filter,
+            } => self.scan_step(
+                after.as_ref(),
+                *count,
+                pattern.as_ref(),
+                (*started, *type_filter),
+                now,
+            ),
         };
         FanoutReply {
             ranges: self.ranges(),
@@ -716,7 +730,7 @@ impl Shard {
         after: Option<&Bytes>,
         count: usize,
         pattern: Option<&Bytes>,
-        started: Instant,
+        (started, type_filter): (Instant, Option<ScanType>),
         now: u64,
     ) -> FanoutBody {
         let candidates: Vec<Bytes> = self
@@ -745,7 +759,13 @@ impl Shard {
             for key in &listing[start..] {
                 examined += 1;
                 let wanted = pattern.is_none_or(|p| crate::glob::matches(p, key));
-                if wanted && matches!(fragment.get(key, now), Ok(Some(_))) {
+                let holds = |r: &crate::store::RecordView<'_>| match type_filter {
+                    None => true,
+                    Some(ScanType::Hash) => r.is_hash(),
+                    Some(ScanType::String) => !r.is_hash(),
+                    Some(ScanType::Other) => false,
+                };
+                if wanted && matches!(fragment.get(key, now), Ok(Some(r)) if holds(&r)) {
                     keys.push(key.clone());
                 }
                 if examined >= count {
@@ -766,7 +786,11 @@ impl Shard {
         let mut out = Vec::new();
         for fragment in self.fragments.values() {
             let result = fragment.for_each_current(|_, r| {
-                if !r.is_tombstone() && !r.is_expired(now) && crate::glob::matches(pattern, r.key) {
+                if !r.is_tombstone()
+                    && !r.is_expired(now)
+                    && !r.is_field()
+                    && crate::glob::matches(pattern, r.key)
+                {
                     out.push(Bytes::copy_from_slice(r.key));
                 }
             });
@@ -895,6 +919,42 @@ mod tests {
     }
 
     #[test]
+    fn watch_tokens_see_a_hash_field_overwritten_or_deleted() {
+        use crate::cmd::hash::{HashOp, SetReply};
+        let (mut shard, _) = shard_with_keys(0);
+        let key = Bytes::from_static(b"k1:h");
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let run = |shard: &mut Shard, op: HashOp| {
+            done(shard.execute(
+                &KeyRequest {
+                    key: key.clone(),
+                    op: KeyOp::Hash(op),
+                },
+                1,
+            ))
+        };
+        let hset = |f: &'static str, v: &'static str| HashOp::Set {
+            pairs: vec![(b(f), b(v))],
+            reply: SetReply::Added,
+        };
+        run(&mut shard, hset("f", "1"));
+        run(&mut shard, hset("g", "1"));
+        let before = shard.watch_token(&key, 1).unwrap();
+        run(&mut shard, HashOp::Get(b("f")));
+        assert_eq!(
+            shard.watch_token(&key, 1).unwrap(),
+            before,
+            "a read moved it"
+        );
+        // Same field count: the header is not rewritten, yet it is a change.
+        run(&mut shard, hset("f", "2"));
+        let overwritten = shard.watch_token(&key, 1).unwrap();
+        assert_ne!(overwritten, before, "an overwritten field went unseen");
+        run(&mut shard, HashOp::Del(vec![b("g")]));
+        assert_ne!(shard.watch_token(&key, 1).unwrap(), overwritten);
+    }
+
+    #[test]
     fn msetnx_across_fragments_is_all_or_nothing() {
         let (mut shard, _) = shard_with_keys(1);
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
@@ -945,7 +1005,7 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..max_steps {
             let FanoutBody::Scan { keys, frontier } =
-                shard.scan_step(after.as_ref(), count, None, started, 1)
+                shard.scan_step(after.as_ref(), count, None, (started, None), 1)
             else {
                 panic!("not a scan reply");
             };

@@ -172,7 +172,8 @@ impl CopyHeader {
 /// What one pass over the log learns.
 struct LogScan<'a> {
     /// Each key's newest record (the last one in log order): the one its slot must name.
-    newest: HashMap<&'a [u8], usize>,
+    /// Keyed by (is a hash field, key): a field and a client key may share bytes.
+    newest: HashMap<(bool, &'a [u8]), usize>,
     /// The highest version and where it is.
     max_version: Option<(u64, usize)>,
     records: u64,
@@ -195,7 +196,7 @@ fn scan_log(upto_tail: &[u8], log_start: usize) -> Result<LogScan<'_>, CopyError
         if upto_tail[unpadded..end].iter().any(|&b| b != 0) {
             return Err(CopyError::BadPadding(offset));
         }
-        scan.newest.insert(r.key, offset);
+        scan.newest.insert((r.is_field(), r.key), offset);
         if scan.max_version.is_none_or(|(v, _)| r.version > v) {
             scan.max_version = Some((r.version, offset));
         }
@@ -223,10 +224,10 @@ struct IndexScan {
 /// torn or made-up record), carry its key's tag, be reachable by the store's probe
 /// from the key's home bucket (no empty slot in between), and the key must lie in
 /// `[lo, hi)`. Every key in the log must have a slot.
-fn scan_index(
-    bytes: &[u8],
+fn scan_index<'a>(
+    bytes: &'a [u8],
     h: &CopyHeader,
-    mut log: LogScan<'_>,
+    mut log: LogScan<'a>,
     lo: &[u8],
     hi: Option<&Bytes>,
 ) -> Result<IndexScan, CopyError> {
@@ -274,10 +275,10 @@ fn scan_index(
             return Err(CopyError::Unreachable { slot: p, home });
         }
         // Removed once claimed: a second slot for the same key finds nothing.
-        if log.newest.remove(r.key) != Some(offset) {
+        if log.newest.remove(&(r.is_field(), r.key)) != Some(offset) {
             return Err(CopyError::NotNewest { slot: p, offset });
         }
-        if !in_range(r.key, lo, hi) {
+        if !in_range(r.route_key(), lo, hi) {
             return Err(CopyError::OutOfRange { slot: p });
         }
         out.used_slots += 1;
@@ -343,7 +344,7 @@ impl Fragment {
             region.store_release(header::REGION_LEN, region.len() as u64);
         }
         region.store_release_u32(header::STATE, layout::STATE_LIVE);
-        Ok(Fragment {
+        let mut fragment = Fragment {
             id,
             lo,
             hi,
@@ -359,7 +360,12 @@ impl Fragment {
             live_bytes: counted.live_bytes,
             expiries: counted.expiries,
             changes: records,
-        })
+            live_fields: 0,
+            hashes: HashMap::new(),
+            hash_heap_bytes: 0,
+        };
+        fragment.rebuild_hashes()?;
+        Ok(fragment)
     }
 
     /// `(tail, crc32c of the region bytes [0, tail))`, for proving a copy exact. The
@@ -590,7 +596,7 @@ impl CopyBuilder {
                 // Indexed records were checked when they came in, and lie below `offset`.
                 let old = layout::decode_record(&bytes[..offset], old_offset)
                     .map_err(CopyError::BadLog)?;
-                if old.key == r.key {
+                if old.key == r.key && old.is_field() == r.is_field() {
                     let old_live = !old.is_tombstone();
                     target = Some((p, Some((old_offset, old.len, old_live, old.expire_at_ms))));
                     break;
@@ -610,7 +616,7 @@ impl CopyBuilder {
                     max: self.max_slots,
                 });
             }
-            if !in_range(r.key, &self.lo, self.hi.as_ref()) {
+            if !in_range(r.route_key(), &self.lo, self.hi.as_ref()) {
                 return Err(CopyError::OutOfRange { slot: p });
             }
         }
@@ -666,7 +672,7 @@ impl CopyBuilder {
             .store_release(header::REGION_LEN, region_len as u64);
         self.region
             .store_release_u32(header::STATE, layout::STATE_LIVE);
-        Ok(Fragment {
+        let mut fragment = Fragment {
             id: self.id,
             lo: self.lo,
             hi: self.hi,
@@ -682,7 +688,12 @@ impl CopyBuilder {
             live_bytes: self.live_bytes,
             expiries: self.expiries,
             changes: self.records,
-        })
+            live_fields: 0,
+            hashes: HashMap::new(),
+            hash_heap_bytes: 0,
+        };
+        fragment.rebuild_hashes()?;
+        Ok(fragment)
     }
 }
 
@@ -1003,8 +1014,8 @@ mod tests {
             assert!(!e.to_string().is_empty(), "{at}={value}: {e}");
         }
         let mut r = copy_region(&src);
-        r.bytes_mut()[header::LAYOUT_VERSION] = 2;
-        assert_eq!(copy_err(r, &src), CopyError::BadLayoutVersion(2));
+        r.bytes_mut()[header::LAYOUT_VERSION] = 9;
+        assert_eq!(copy_err(r, &src), CopyError::BadLayoutVersion(9));
         let mut r = copy_region(&src);
         r.bytes_mut()[header::STATE] = 2;
         assert_eq!(copy_err(r, &src), CopyError::BadState(2));

@@ -5,10 +5,11 @@
 //! its index slot; a concurrent one-sided reader sees either the old or the new slot,
 //! and checks the record's crc and key, so it never returns a torn value.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 
+use super::hash::HashFields;
 use super::layout::{self, header, RecordError, RecordView};
 use super::region::Region;
 
@@ -80,8 +81,8 @@ impl Geometry {
 }
 
 /// Where a key's probe ended: the slot holding it (if any) and the first free slot.
-struct Probe {
-    found: Option<(usize, usize)>,
+pub(super) struct Probe {
+    pub(super) found: Option<(usize, usize)>,
     free_slot: Option<usize>,
 }
 
@@ -104,6 +105,13 @@ pub struct Fragment {
     pub(super) expiries: BTreeSet<(u64, usize)>,
     /// Bumped on every change, so a cached key listing knows it is stale.
     pub(super) changes: u64,
+    /// How many of `live_keys` are hash field records (not keys a client sees).
+    pub(super) live_fields: usize,
+    /// Each hash's current fields, for HGETALL/HSCAN without walking the index.
+    /// Memory only: rebuilt from the region after every copy (`rebuild_hashes`).
+    pub(super) hashes: HashMap<Bytes, HashFields>,
+    /// Estimated heap bytes of `hashes`.
+    pub(super) hash_heap_bytes: usize,
 }
 
 impl std::fmt::Debug for Fragment {
@@ -159,6 +167,9 @@ impl Fragment {
             live_bytes: 0,
             expiries: BTreeSet::new(),
             changes: 0,
+            live_fields: 0,
+            hashes: HashMap::new(),
+            hash_heap_bytes: 0,
         })
     }
 
@@ -174,9 +185,14 @@ impl Fragment {
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= &self.lo[..] && self.hi.as_ref().is_none_or(|hi| key < &hi[..])
     }
-    /// Keys whose current record is a value (expired ones included until removed).
+    /// Index entries whose current record is a value (expired ones included until
+    /// removed): keys and hash fields.
     pub fn live_keys(&self) -> usize {
         self.live_keys
+    }
+    /// Keys a client sees (DBSIZE): `live_keys` without hash fields.
+    pub fn key_count(&self) -> usize {
+        self.live_keys - self.live_fields
     }
     /// Bytes of the records behind `live_keys`.
     pub fn live_bytes(&self) -> usize {
@@ -242,7 +258,7 @@ impl Fragment {
         &self.region.bytes()[..self.tail]
     }
 
-    fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
+    pub(super) fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
         let mut last = RecordError::OutOfBounds(offset);
         for _ in 0..READ_RETRIES {
             match layout::decode_record(self.log(), offset) {
@@ -253,7 +269,9 @@ impl Fragment {
         Err(StoreError::Corrupt(last))
     }
 
-    fn probe(&self, key: &[u8], hash: u64) -> Result<Probe, StoreError> {
+    /// `field`: look for a hash field record (else a key's): the kind is part of the
+    /// identity, as a client key may have the same bytes as a field key.
+    pub(super) fn probe(&self, key: &[u8], hash: u64, field: bool) -> Result<Probe, StoreError> {
         let tag = layout::hash_tag(hash);
         let mut bucket = layout::home_bucket(hash, self.bucket_mask + 1);
         for _ in 0..=self.bucket_mask {
@@ -269,7 +287,8 @@ impl Fragment {
                 }
                 if layout::slot_tag(slot) == tag {
                     let offset = layout::slot_offset(slot);
-                    if self.read_record(offset)?.key == key {
+                    let r = self.read_record(offset)?;
+                    if r.key == key && r.is_field() == field {
                         return Ok(Probe {
                             found: Some((pos, offset)),
                             free_slot: None,
@@ -287,7 +306,16 @@ impl Fragment {
 
     /// The current record of `key`, tombstones and expired records included.
     pub fn lookup_any(&self, key: &[u8]) -> Result<Option<RecordView<'_>>, StoreError> {
-        match self.probe(key, layout::key_hash(key))?.found {
+        self.lookup_kind(key, false)
+    }
+
+    /// The current record of `key` (a field key if `field`), tombstones included.
+    pub(super) fn lookup_kind(
+        &self,
+        key: &[u8],
+        field: bool,
+    ) -> Result<Option<RecordView<'_>>, StoreError> {
+        match self.probe(key, layout::key_hash(key), field)?.found {
             Some((_, offset)) => Ok(Some(self.read_record(offset)?)),
             None => Ok(None),
         }
@@ -301,11 +329,11 @@ impl Fragment {
     }
 
     /// Would a record of `len` bytes for a new key fit right now?
-    fn has_room(&self, len: usize, new_slot: bool) -> bool {
+    pub(super) fn has_room(&self, len: usize, new_slot: bool) -> bool {
         self.tail + len <= self.region.len() && (!new_slot || self.used_slots < self.max_slots)
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         key: &[u8],
         value: &[u8],
@@ -320,7 +348,8 @@ impl Fragment {
             return Err(StoreError::Retired);
         }
         let hash = layout::key_hash(key);
-        let probe = self.probe(key, hash)?;
+        let field = flags & layout::FLAG_FIELD != 0;
+        let probe = self.probe(key, hash, field)?;
         let len = layout::record_len(key.len(), value.len(), expire_at_ms.is_some());
         if !self.has_room(len, probe.found.is_none()) {
             return Err(StoreError::Full { need: len });
@@ -332,6 +361,9 @@ impl Fragment {
                 if old_live {
                     self.live_keys -= 1;
                     self.live_bytes -= old_len;
+                    if field {
+                        self.live_fields -= 1;
+                    }
                 }
                 pos
             }
@@ -360,11 +392,15 @@ impl Fragment {
         if flags & layout::FLAG_TOMBSTONE == 0 {
             self.live_keys += 1;
             self.live_bytes += len;
+            if field {
+                self.live_fields += 1;
+            }
         }
         if let Some(t) = expire_at_ms {
             self.expiries.insert((t, offset));
         }
         self.changes += 1;
+        self.track_hash(key, value, flags, probe.found.map(|(_, old)| old), offset);
         Ok(())
     }
 
@@ -400,10 +436,11 @@ impl Fragment {
             if at > now_ms {
                 break;
             }
-            let key = Bytes::copy_from_slice(self.read_record(offset)?.key);
-            let current = self.probe(&key, layout::key_hash(&key))?.found;
+            let r = self.read_record(offset)?;
+            let (key, kind) = (Bytes::copy_from_slice(r.key), r.flags & layout::FLAG_FIELD);
+            let current = self.probe(&key, layout::key_hash(&key), kind != 0)?.found;
             if current.map(|(_, o)| o) == Some(offset) {
-                match self.write(&key, &[], layout::FLAG_TOMBSTONE, None) {
+                match self.write(&key, &[], layout::FLAG_TOMBSTONE | kind, None) {
                     Ok(()) => removed += 1,
                     Err(StoreError::Full { .. }) => break,
                     Err(e) => return Err(e),
@@ -436,11 +473,11 @@ impl Fragment {
         Ok(())
     }
 
-    /// All live keys at `now_ms`, sorted.
+    /// All live keys at `now_ms`, sorted (hash fields are not keys).
     pub fn sorted_keys(&self, now_ms: u64) -> Result<Vec<Bytes>, StoreError> {
-        let mut keys = Vec::with_capacity(self.live_keys);
+        let mut keys = Vec::with_capacity(self.key_count());
         self.for_each_current(|_, r| {
-            if !r.is_tombstone() && !r.is_expired(now_ms) {
+            if !r.is_tombstone() && !r.is_expired(now_ms) && !r.is_field() {
                 keys.push(Bytes::copy_from_slice(r.key));
             }
         })?;
@@ -465,9 +502,22 @@ impl Fragment {
         out.region.store_release(header::GENERATION, out.generation);
         let mut failure = None;
         self.for_each_current(|offset, r| {
-            if failure.is_some() || r.is_tombstone() || r.is_expired(now_ms) || !out.contains(r.key)
+            if failure.is_some()
+                || r.is_tombstone()
+                || r.is_expired(now_ms)
+                || !out.contains(r.route_key())
             {
                 return;
+            }
+            // Fields of a deleted, expired or overwritten hash are dropped here: the
+            // copy is where DEL's O(1) logical delete is paid for in bytes.
+            match self.field_is_current(&r, now_ms) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    failure = Some(e);
+                    return;
+                }
             }
             if let Err(e) = out.adopt_record(&self.log()[offset..offset + r.len], r) {
                 failure = Some(e);
@@ -475,14 +525,17 @@ impl Fragment {
         })?;
         match failure {
             Some(e) => Err(e),
-            None => Ok(out),
+            None => {
+                out.rebuild_hashes()?;
+                Ok(out)
+            }
         }
     }
 
     /// Append an already encoded record verbatim (compaction, split, migration).
     fn adopt_record(&mut self, bytes: &[u8], r: RecordView<'_>) -> Result<(), StoreError> {
         let hash = layout::key_hash(r.key);
-        let probe = self.probe(r.key, hash)?;
+        let probe = self.probe(r.key, hash, r.is_field())?;
         let Some(slot_pos) = probe.free_slot.filter(|_| probe.found.is_none()) else {
             return Err(StoreError::Full { need: bytes.len() });
         };
@@ -517,8 +570,12 @@ impl Fragment {
         // A fragment is compacted (not split) only while its live data fits in half
         // a region, so the default geometry has room to spare; only a fragment that
         // cannot split (one huge value) grows, to twice what it must hold.
-        let geometry = Geometry::sized_for(target_len, self.average_record())
-            .with_room_for(2 * (self.live_keys + 1), 2 * (self.live_bytes + need));
+        let geometry = Geometry::sized_for(target_len, self.average_record()).with_room_for(
+            // `need` may be many records (an HSET of many fields): a record is at
+            // least 32 bytes, so this many slots always suffice for it.
+            2 * (self.live_keys + 1) + need / 32,
+            2 * (self.live_bytes + need),
+        );
         self.copy_range(
             self.id,
             self.lo.clone(),
@@ -537,11 +594,13 @@ impl Fragment {
     /// smallest sampled key so both halves are non-empty. None with fewer than 2 keys.
     pub fn split_key(&self, now_ms: u64) -> Result<Option<Bytes>, StoreError> {
         const SAMPLE: usize = 1024;
-        let stride = (self.live_keys / SAMPLE).max(1);
+        let stride = (self.key_count() / SAMPLE).max(1);
         let mut seen = 0usize;
         let mut sample = Vec::with_capacity(SAMPLE.min(self.live_keys));
+        // Only keys are split points (never a field key): a hash's fields route with
+        // its key, so no split can separate them.
         self.for_each_current(|_, r| {
-            if !r.is_tombstone() && !r.is_expired(now_ms) {
+            if !r.is_tombstone() && !r.is_expired(now_ms) && !r.is_field() {
                 if seen.is_multiple_of(stride) {
                     sample.push(Bytes::copy_from_slice(r.key));
                 }
@@ -568,7 +627,10 @@ impl Fragment {
         // Each half gets about half the keys; the sample median can be off, so leave
         // room for 5/8. Asking for more would double the index (a power of two) and
         // leave it a quarter full.
-        let share = |n: usize| n / 2 + n / 8 + 1;
+        // A hash's fields all go to the side of its key, so with hashes the halves
+        // can be far from even by bytes: then each side gets room for everything.
+        let hashes = self.live_fields > 0;
+        let share = |n: usize| if hashes { n + 1 } else { n / 2 + n / 8 + 1 };
         let geometry = Geometry::sized_for(target_len, self.average_record())
             .with_room_for(share(self.live_keys), share(self.live_bytes));
         let lower = self.copy_range(

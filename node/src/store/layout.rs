@@ -12,7 +12,8 @@
 
 /// `b"AUGURRG1"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"AUGURRG1");
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: flag bits 2 and 3 (hash header, hash field) and their value formats.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The header is one cache line.
 pub const HEADER_LEN: usize = 64;
@@ -121,7 +122,72 @@ pub mod record {
 }
 pub const FLAG_TOMBSTONE: u16 = 1;
 pub const FLAG_EXPIRES: u16 = 2;
-pub const KNOWN_FLAGS: u16 = FLAG_TOMBSTONE | FLAG_EXPIRES;
+/// The record is a hash's header: its value is [`HashHeader`] (unless a tombstone).
+pub const FLAG_HASH: u16 = 4;
+/// The record is one field of a hash: its key is [`field_key`], its value
+/// `incarnation u64 | field value`. Part of the record's identity: a probe for a
+/// field only matches field records and a probe for a key only non-field ones, so a
+/// client key with the same bytes as a field key is a different entry.
+pub const FLAG_FIELD: u16 = 8;
+pub const KNOWN_FLAGS: u16 = FLAG_TOMBSTONE | FLAG_EXPIRES | FLAG_HASH | FLAG_FIELD;
+
+/// A hash header's value: the incarnation (the version of the write that created the
+/// hash; a field belongs to the hash only if it carries the same one, so DEL, expiry
+/// or a SET over the hash drop every field at once) and the number of fields.
+pub const HASH_HEADER_LEN: usize = 16;
+/// A field record's value starts with the incarnation of the hash it belongs to.
+pub const FIELD_PREFIX_LEN: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashHeader {
+    pub incarnation: u64,
+    pub fields: u64,
+}
+
+impl HashHeader {
+    pub fn encode(&self) -> [u8; HASH_HEADER_LEN] {
+        let mut out = [0u8; HASH_HEADER_LEN];
+        out[..8].copy_from_slice(&self.incarnation.to_le_bytes());
+        out[8..].copy_from_slice(&self.fields.to_le_bytes());
+        out
+    }
+
+    pub fn decode(value: &[u8]) -> Option<HashHeader> {
+        if value.len() != HASH_HEADER_LEN {
+            return None;
+        }
+        Some(HashHeader {
+            incarnation: u64_at(value, 0),
+            fields: u64_at(value, 8),
+        })
+    }
+}
+
+/// The index key of field `field` of hash `key`: `u16 BE key length | key | field`.
+/// Injective in (key, field); None if it would not fit a record's 16-bit key length.
+pub fn field_key(key: &[u8], field: &[u8]) -> Option<Vec<u8>> {
+    let key_len = u16::try_from(key.len()).ok()?;
+    if 2 + key.len() + field.len() > MAX_KEY_LEN {
+        return None;
+    }
+    let mut out = Vec::with_capacity(2 + key.len() + field.len());
+    out.extend_from_slice(&key_len.to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(field);
+    Some(out)
+}
+
+/// `(hash key, field)` of a field key; None if the length prefix does not fit.
+pub fn split_field_key(composite: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u16::from_be_bytes([*composite.first()?, *composite.get(1)?]) as usize;
+    let rest = &composite[2..];
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
+
+/// `(incarnation, field value)` of a live field record's value.
+pub fn split_field_value(value: &[u8]) -> Option<(u64, &[u8])> {
+    (value.len() >= FIELD_PREFIX_LEN).then(|| (u64_at(value, 0), &value[FIELD_PREFIX_LEN..]))
+}
 
 /// Largest key the u16 length field can hold.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
@@ -161,6 +227,34 @@ impl RecordView<'_> {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         matches!(self.expire_at_ms, Some(t) if t <= now_ms)
     }
+
+    /// A hash's header record (not a field, not a string).
+    pub fn is_hash(&self) -> bool {
+        self.flags & FLAG_HASH != 0
+    }
+
+    /// One field of a hash, stored under [`field_key`].
+    pub fn is_field(&self) -> bool {
+        self.flags & FLAG_FIELD != 0
+    }
+
+    /// The key that decides which fragment holds the record: a field goes with its
+    /// hash, so a split at a client key can never separate a hash from its fields.
+    /// (Checked well-formed by [`decode_record`].)
+    pub fn route_key(&self) -> &[u8] {
+        if self.is_field() {
+            split_field_key(self.key).map_or(self.key, |(k, _)| k)
+        } else {
+            self.key
+        }
+    }
+
+    /// The decoded header of a live hash record.
+    pub fn hash_header(&self) -> Option<HashHeader> {
+        (self.is_hash() && !self.is_tombstone())
+            .then(|| HashHeader::decode(self.value))
+            .flatten()
+    }
 }
 
 /// Why bytes at an offset are not a valid record: torn, stale or corrupt.
@@ -174,6 +268,8 @@ pub enum RecordError {
     BadFlags(usize),
     #[error("record at {0} fails its crc32c check")]
     BadCrc(usize),
+    #[error("record at {0} is a malformed hash header or field")]
+    BadHash(usize),
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -212,7 +308,7 @@ pub fn decode_record_head(bytes: &[u8], offset: usize) -> Result<RecordHead, Rec
     let key_len = u16_at(head, record::KEY_LEN) as usize;
     let flags = u16_at(head, record::FLAGS);
     let value_len = u32_at(head, record::VALUE_LEN) as usize;
-    if flags & !KNOWN_FLAGS != 0 {
+    if flags & !KNOWN_FLAGS != 0 || flags & (FLAG_HASH | FLAG_FIELD) == FLAG_HASH | FLAG_FIELD {
         return Err(RecordError::BadFlags(offset));
     }
     if len != record_len(key_len, value_len, flags & FLAG_EXPIRES != 0) {
@@ -244,14 +340,23 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, Reco
     if crc32c::crc32c(&record[record::VERSION..unpadded_end]) != head.crc {
         return Err(RecordError::BadCrc(offset));
     }
-    Ok(RecordView {
+    let view = RecordView {
         len: head.len,
         version: head.version,
         flags: head.flags,
         expire_at_ms: expires.then(|| u64_at(record, RECORD_HEADER_LEN)),
         key: &record[key_start..value_start],
         value: &record[value_start..unpadded_end],
-    })
+    };
+    // Hash records carry structure every reader relies on: check it once, here.
+    let live = !view.is_tombstone();
+    let bad_hash = view.is_hash() && live && view.value.len() != HASH_HEADER_LEN;
+    let bad_field = view.is_field()
+        && (split_field_key(view.key).is_none() || (live && view.value.len() < FIELD_PREFIX_LEN));
+    if bad_hash || bad_field {
+        return Err(RecordError::BadHash(offset));
+    }
+    Ok(view)
 }
 
 /// Encode a record into `out` (exactly `record_len(..)` bytes long).
@@ -310,6 +415,55 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(decode_record(&bad, 0).is_err(), "flip at byte {i} accepted");
         }
+    }
+
+    #[test]
+    fn hash_records_are_checked_and_field_keys_are_injective() {
+        let a = field_key(b"a", b"\0b").unwrap();
+        let b = field_key(b"a\0", b"b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(split_field_key(&a), Some((&b"a"[..], &b"\0b"[..])));
+        assert_eq!(split_field_key(b"\0\x09ab"), None, "length past the end");
+        assert!(field_key(&[0u8; 40_000], &[0u8; 30_000]).is_none());
+        let header = HashHeader {
+            incarnation: 7,
+            fields: 3,
+        };
+        let mut buf = vec![0u8; record_len(1, HASH_HEADER_LEN, false)];
+        encode_record(&mut buf, 1, FLAG_HASH, None, b"h", &header.encode());
+        assert_eq!(decode_record(&buf, 0).unwrap().hash_header(), Some(header));
+        // A header of the wrong size, a field with a lying key, both flags at once.
+        let mut buf = vec![0u8; record_len(1, 3, false)];
+        encode_record(&mut buf, 1, FLAG_HASH, None, b"h", b"abc");
+        assert_eq!(decode_record(&buf, 0).unwrap_err(), RecordError::BadHash(0));
+        let mut buf = vec![0u8; record_len(3, 8, false)];
+        encode_record(&mut buf, 1, FLAG_FIELD, None, b"\0\x05h", &[0; 8]);
+        assert_eq!(decode_record(&buf, 0).unwrap_err(), RecordError::BadHash(0));
+        encode_record(
+            &mut buf,
+            1,
+            FLAG_FIELD | FLAG_HASH,
+            None,
+            b"\0\x01h",
+            &[0; 8],
+        );
+        assert_eq!(
+            decode_record(&buf, 0).unwrap_err(),
+            RecordError::BadFlags(0)
+        );
+        let key = field_key(b"h", b"f").unwrap();
+        let mut buf = vec![0u8; record_len(key.len(), 9, false)];
+        encode_record(
+            &mut buf,
+            1,
+            FLAG_FIELD,
+            None,
+            &key,
+            &[5, 0, 0, 0, 0, 0, 0, 0, b'v'],
+        );
+        let r = decode_record(&buf, 0).unwrap();
+        assert_eq!(r.route_key(), b"h");
+        assert_eq!(split_field_value(r.value), Some((5, &b"v"[..])));
     }
 
     #[test]
