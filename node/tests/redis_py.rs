@@ -20,33 +20,32 @@ fn python_with_redis() -> Option<&'static str> {
     })
 }
 
-#[test]
-fn redis_py_pipeline_and_transaction() {
+/// Two keys, one on each core of the node at `port`.
+fn keys_on_two_cores(c: &mut redis::Connection) -> (&'static str, &'static str) {
+    let home: String = redis::cmd("AUGUR").arg("WHERE").arg("k0").query(c).unwrap();
+    let other = ["0a", "Ak", "zz", "~k"]
+        .into_iter()
+        .find(|k| {
+            let place: String = redis::cmd("AUGUR").arg("WHERE").arg(*k).query(c).unwrap();
+            place != home
+        })
+        .expect("a key on the other core");
+    ("k0", other)
+}
+
+/// Run `tests/py/<script>` against a fresh two-core node; it must exit 0 and print
+/// `expect`. Skipped, saying why, without a Python that has redis-py.
+fn run_script(script: &str, expect: &str) {
     let Some(python) = python_with_redis() else {
         eprintln!("SKIPPED: no python3 here can `import redis` (apt-get install python3-redis)");
         return;
     };
     let port = start_node(|_| {});
     let mut c = client(port);
-    let home: String = redis::cmd("AUGUR")
-        .arg("WHERE")
-        .arg("k0")
-        .query(&mut c)
-        .unwrap();
-    let other = ["0a", "Ak", "zz", "~k"]
-        .into_iter()
-        .find(|k| {
-            let place: String = redis::cmd("AUGUR")
-                .arg("WHERE")
-                .arg(*k)
-                .query(&mut c)
-                .unwrap();
-            place != home
-        })
-        .expect("a key on the other core");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/transactions.py");
+    let (a, b) = keys_on_two_cores(&mut c);
+    let script = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(python)
-        .args([script, &port.to_string(), "k0", other])
+        .args([script.as_str(), &port.to_string(), a, b])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -66,5 +65,15 @@ fn redis_py_pipeline_and_transaction() {
         out.status.success(),
         "redis-py script failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("redis-py transactions ok"), "{stdout}");
+    assert!(stdout.contains(expect), "{stdout}");
+}
+
+#[test]
+fn redis_py_pipeline_and_transaction() {
+    run_script("transactions.py", "redis-py transactions ok");
+}
+
+#[test]
+fn redis_py_hashes_scan_by_type_getex_rename() {
+    run_script("everyday.py", "redis-py everyday ok");
 }
