@@ -550,12 +550,103 @@ mod tests {
         assert!(leader == "holt_winters" || leader == "snaive", "{leader}");
     }
 
+    #[test]
+    fn members_are_judged_at_the_error_horizon() {
+        // On a ramp x_t = t the naive forecast k ticks ahead is off by exactly k.
+        for horizon in [1, 3] {
+            let mut ensemble = Ensemble::new(EnsembleConfig {
+                error_horizon: horizon,
+                ..EnsembleConfig::default()
+            });
+            for t in 0..100 {
+                ensemble.observe(t as f64);
+            }
+            let naive_error = ensemble.model_errors[0].mean();
+            assert!(
+                (naive_error - horizon as f64).abs() < 1e-9,
+                "horizon {horizon}: naive error {naive_error}"
+            );
+            // Bounded: one pending row per tick still awaiting its actual.
+            let expected_pending = if horizon > 1 { horizon } else { 0 };
+            assert_eq!(ensemble.pending.len(), expected_pending);
+        }
+    }
+
+    /// Drive `reweight` with chosen rolling errors: member 1 best (1.0), member 2 next (1.2).
+    fn reweighted(combination: Combination, mix_error: f64) -> Ensemble {
+        let mut ensemble = Ensemble::new(EnsembleConfig {
+            combination,
+            ..EnsembleConfig::default()
+        });
+        for (i, errors) in ensemble.model_errors.iter_mut().enumerate() {
+            let error = [5.0, 1.0, 1.2, 5.0][i];
+            (0..10).for_each(|_| errors.push(error));
+        }
+        (0..10).for_each(|_| ensemble.naive_errors.push(5.0));
+        (0..10).for_each(|_| ensemble.mix_errors.push(mix_error));
+        // Twice: the first call sets the combination weights the rule compares against.
+        ensemble.reweight();
+        ensemble.reweight();
+        ensemble
+    }
+
+    #[test]
+    fn best_or_combined_keeps_the_mix_while_it_beats_the_best_member() {
+        let ensemble = reweighted(Combination::BestOrCombined, 0.9);
+        let weights = ensemble.weights();
+        assert!(weights[1] > weights[2] && weights[2] > 0.0, "{weights:?}");
+        assert_eq!(
+            weights,
+            reweighted(Combination::InverseMase2, 0.9).weights()
+        );
+    }
+
+    #[test]
+    fn best_or_combined_falls_back_to_the_best_member_when_the_mix_is_worse() {
+        let ensemble = reweighted(Combination::BestOrCombined, 1.1);
+        assert_eq!(ensemble.weights(), &[0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(ensemble.leading_model(), "ewma");
+        // The plain rule keeps mixing on the same errors.
+        assert!(reweighted(Combination::InverseMase2, 1.1).weights()[2] > 0.0);
+    }
+
+    #[test]
+    fn inverse_mase_is_flatter_than_inverse_mase_squared() {
+        let flat = reweighted(Combination::InverseMase, 1.0);
+        let steep = reweighted(Combination::InverseMase2, 1.0);
+        assert!(flat.weights()[2] > steep.weights()[2]);
+        assert!((flat.weights()[1] / flat.weights()[2] - 1.2).abs() < 1e-3);
+    }
+
+    #[test]
+    fn combination_names_parse() {
+        for (name, rule) in [
+            ("inverse_mase2", Combination::InverseMase2),
+            ("inverse_mase", Combination::InverseMase),
+            ("best_or_combined", Combination::BestOrCombined),
+        ] {
+            assert_eq!(Combination::from_name(name), Some(rule));
+        }
+        assert_eq!(Combination::from_name("median"), None);
+    }
+
     proptest! {
         #[test]
         fn weights_sum_to_one_and_forecasts_are_finite(
             values in proptest::collection::vec(proptest::num::f64::ANY, 0..120),
+            rule in 0usize..3,
+            error_horizon in 0usize..40,
         ) {
-            let mut ensemble = Ensemble::new(EnsembleConfig::with_season(4));
+            let combination = [
+                Combination::InverseMase2,
+                Combination::InverseMase,
+                Combination::BestOrCombined,
+            ][rule];
+            let mut ensemble = Ensemble::new(EnsembleConfig {
+                combination,
+                error_horizon,
+                ..EnsembleConfig::with_season(4)
+            });
             for &x in &values { ensemble.observe(x); }
             let total: f64 = ensemble.weights().iter().sum();
             prop_assert!((total - 1.0).abs() < 1e-9 || total == 0.0);
