@@ -154,7 +154,11 @@ fn bench_ensemble(c: &mut Criterion) {
     let mut group = c.benchmark_group("ensemble_step");
     let mut rng = SplitMix64::new(9);
     let values: Vec<f64> = (0..4096)
-        .map(|t| 100.0 + 30.0 * ((t % 24) as f64 / 24.0 * 6.283).sin() + 5.0 * rng.normal())
+        .map(|t| {
+            100.0
+                + 30.0 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin()
+                + 5.0 * rng.normal()
+        })
         .collect();
     for (name, config) in [
         ("no_season", EnsembleConfig::default()),
