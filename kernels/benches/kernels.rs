@@ -6,6 +6,8 @@
 
 use augur_kernels::affinity::{Affinity, FragmentAffinity};
 use augur_kernels::cost::CostModel;
+use augur_kernels::ensemble::{Ensemble, EnsembleConfig};
+use augur_kernels::forecast::Forecaster;
 use augur_kernels::predictor::{Predictor, PredictorConfig};
 use augur_kernels::rng::SplitMix64;
 use augur_kernels::solver::{
@@ -142,6 +144,43 @@ fn bench_predictor(c: &mut Criterion) {
                 )
             },
         );
+    }
+    group.finish();
+}
+
+/// One ensemble step as the predictor does it per live series: observe, then predicted volume
+/// over a 2-tick horizon.
+fn bench_ensemble(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ensemble_step");
+    let mut rng = SplitMix64::new(9);
+    let values: Vec<f64> = (0..4096)
+        .map(|t| {
+            100.0
+                + 30.0 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin()
+                + 5.0 * rng.normal()
+        })
+        .collect();
+    for (name, config) in [
+        ("no_season", EnsembleConfig::default()),
+        ("season_24", EnsembleConfig::with_season(24)),
+        (
+            "season_24_error_horizon_2",
+            EnsembleConfig {
+                error_horizon: 2,
+                ..EnsembleConfig::with_season(24)
+            },
+        ),
+    ] {
+        let mut ensemble = Ensemble::new(config);
+        values[..200].iter().for_each(|&x| ensemble.observe(x));
+        let mut index = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                index = (index + 1) % values.len();
+                ensemble.observe(values[index]);
+                black_box(ensemble.forecast_sum(2))
+            })
+        });
     }
     group.finish();
 }
@@ -294,6 +333,7 @@ fn main() {
     bench_record(&mut criterion);
     bench_fold(&mut criterion);
     bench_predictor(&mut criterion);
+    bench_ensemble(&mut criterion);
     bench_solver(&mut criterion);
     criterion.final_summary();
     print_growth();
