@@ -18,6 +18,7 @@ mod float;
 mod get;
 pub mod hash;
 mod incr;
+mod lcs;
 pub mod multi;
 mod object;
 mod rename;
@@ -29,6 +30,7 @@ mod strings;
 use bytes::Bytes;
 
 pub use keyop::{apply, KeyOp, KeyRequest};
+pub use lcs::reply as lcs_reply;
 pub use rename::{execute as execute_move, MoveKind, MovePlan};
 
 use crate::resp::Frame;
@@ -44,6 +46,8 @@ pub enum Combine {
     Sum,
     /// MSET: OK (or the first error).
     Ok,
+    /// LCS: the longest common subsequence of the two values read.
+    Lcs(lcs::LcsOpts),
 }
 
 #[derive(Debug)]
@@ -187,6 +191,7 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
             strings::parse(&name, rest, ctx)
         }
         "OBJECT" => object::parse(rest),
+        "LCS" => lcs::parse(rest),
         "RENAME" | "RENAMENX" | "COPY" => rename::parse(&name, rest),
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "EXPIRETIME"
         | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),

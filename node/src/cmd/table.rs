@@ -59,6 +59,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("getex", -2, WF, ONE),
     spec("getrange", 4, RS, ONE),
     spec("substr", 4, RS, ONE),
+    spec("lcs", -3, RS, (1, 2, 1)),
     spec("setrange", 4, WD, ONE),
     spec("incrbyfloat", 3, W, ONE),
     spec("object", -2, RS, (2, 2, 1)),

@@ -164,6 +164,11 @@ pub struct ControllerConfig {
     /// Ticks of history the predictor keeps (a third of it bounds the period detection
     /// searches: 300 ticks find rotations up to 100 ticks, 20 s at 200 ms ticks).
     pub history_ticks: usize,
+    /// Share of a node's forecast placed where its connections' access order (the
+    /// Markov model) says they go next. 0 by default: at the kernels' 0.2, the `walk`
+    /// scenario made 292 moves in 30 s instead of 29, for no local-hit gain (the
+    /// lookahead keeps pulling fragments towards every walker); see placement-controller.md.
+    pub markov_weight: f64,
     /// Predictive: no move of a fragment within this many ticks of its last one.
     pub cooldown_ticks: u64,
     /// Predictive hysteresis: the target's predicted accesses must exceed the owner's by this
@@ -212,6 +217,7 @@ impl Default for ControllerConfig {
             season_ticks: None,
             detect_season: true,
             history_ticks: 300,
+            markov_weight: 0.0,
             cooldown_ticks: 5,
             hysteresis_share: 0.25,
             margin: 0.5,

@@ -34,9 +34,6 @@ const SEASON_CHECK_TICKS: u64 = 10;
 const SEASON_FRAGMENTS: usize = 16;
 /// Share of a fragment's accesses its top node needs to count as its dominant accessor.
 const DOMINANT_SHARE: f64 = 0.5;
-/// Share of a node's forecast accesses placed where its connections' access order
-/// (the Markov chain) says they go next; the kernels' default.
-const MARKOV_WEIGHT: f64 = 0.2;
 
 fn predictor_config(config: &ControllerConfig, season: Option<usize>) -> PredictorConfig {
     let ensemble = match season.filter(|s| *s >= 2) {
@@ -57,7 +54,7 @@ fn predictor_config(config: &ControllerConfig, season: Option<usize>) -> Predict
         window: history,
         ensemble,
         // Fed with each client connection's order of fragments (`CleanTick::orders`).
-        markov_weight: MARKOV_WEIGHT,
+        markov_weight: config.markov_weight.clamp(0.0, 1.0),
         ..PredictorConfig::default()
     }
 }
@@ -544,7 +541,10 @@ mod tests {
     /// the same rates without orders do not.
     #[test]
     fn access_orders_move_affinity_to_where_connections_go_next() {
-        let config = ControllerConfig::default();
+        let config = ControllerConfig {
+            markov_weight: 0.2,
+            ..ControllerConfig::default()
+        };
         let fragments = vec![
             view(10, b"a", Some(b"h")),
             view(20, b"h", Some(b"p")),

@@ -368,6 +368,7 @@ pub(super) fn combine_replies(combine: Combine, mut replies: Vec<Frame>) -> Fram
             .into_iter()
             .find(Frame::is_error)
             .unwrap_or_else(Frame::ok),
+        Combine::Lcs(opts) => cmd::lcs_reply(opts, replies),
     }
 }
 
