@@ -62,6 +62,10 @@ pub fn reply(opts: LcsOpts, replies: Vec<Frame>) -> Frame {
         match r {
             Frame::Bulk(b) => values.push(b),
             Frame::Null => values.push(Bytes::new()),
+            // Redis's text for a key of another type (its own check, not WRONGTYPE).
+            Frame::Error(e) if e.starts_with(b"WRONGTYPE") => {
+                return Frame::error("ERR The specified keys must contain string values")
+            }
             Frame::Error(e) => return Frame::Error(e),
             _ => return Frame::error("ERR internal: LCS read something that is not a string"),
         }
@@ -235,9 +239,11 @@ mod tests {
         let wrongtype =
             Frame::error("WRONGTYPE Operation against a key holding the wrong kind of value");
         assert_eq!(
-            reply(opts(&[]), vec![Frame::Bulk(b("a")), wrongtype.clone()]),
-            wrongtype
+            reply(opts(&[]), vec![Frame::Bulk(b("a")), wrongtype]),
+            Frame::error("ERR The specified keys must contain string values")
         );
+        let down = Frame::error("CLUSTERDOWN fragment 3: owner node 2 unreachable");
+        assert_eq!(reply(opts(&[]), vec![down.clone(), Frame::Null]), down);
     }
 
     #[test]
