@@ -11,7 +11,7 @@ use glommio::net::TcpStream;
 use crate::cmd::{self, args, Combine, FanoutCmd, KeyRequest, ParseContext, Plan};
 use crate::core::CoreCtx;
 use crate::resp::{Frame, Limits, RequestParser};
-use crate::shard::fanout::{FanoutBody, FanoutReq};
+use crate::shard::fanout::{FanoutBody, FanoutReply, FanoutReq};
 use crate::telemetry::stats;
 
 const READ_CHUNK: usize = 64 << 10;
@@ -436,32 +436,20 @@ async fn migrate(ctx: &CoreCtx, fragment: cmd::FragmentRef, to: u64) -> Frame {
     }
 }
 
-async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
-    match cmd {
-        FanoutCmd::DbSize => {
-            let replies = match ctx.fanout(FanoutReq::DbSize).await {
-                Ok(r) => r,
-                Err(e) => return e,
-            };
-            Frame::Integer(
-                replies
-                    .iter()
-                    .map(|r| match r.body {
-                        FanoutBody::Count(n) => n as i64,
-                        _ => 0,
-                    })
-                    .sum(),
-            )
-        }
-        FanoutCmd::FlushAll => match ctx.fanout(FanoutReq::FlushAll).await {
-            Ok(_) => Frame::ok(),
-            Err(e) => e,
-        },
-        FanoutCmd::Keys(pattern) => {
-            let replies = match ctx.fanout(FanoutReq::Keys(pattern)).await {
-                Ok(r) => r,
-                Err(e) => return e,
-            };
+/// The reply to DBSIZE (the counts summed), KEYS (the keys sorted) or FLUSHALL (OK)
+/// from every core's answer; used here and under a transaction's holds.
+pub(super) fn fanout_reply(req: &FanoutReq, replies: Vec<FanoutReply>) -> Frame {
+    match req {
+        FanoutReq::DbSize => Frame::Integer(
+            replies
+                .iter()
+                .map(|r| match r.body {
+                    FanoutBody::Count(n) => n as i64,
+                    _ => 0,
+                })
+                .sum(),
+        ),
+        FanoutReq::Keys(_) => {
             let mut keys: Vec<Bytes> = replies
                 .into_iter()
                 .flat_map(|r| match r.body {
@@ -471,6 +459,23 @@ async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
                 .collect();
             keys.sort_unstable();
             Frame::Array(keys.into_iter().map(Frame::Bulk).collect())
+        }
+        _ => Frame::ok(),
+    }
+}
+
+async fn fanout(ctx: &CoreCtx, cmd: FanoutCmd) -> Frame {
+    match cmd {
+        FanoutCmd::DbSize | FanoutCmd::FlushAll | FanoutCmd::Keys(_) => {
+            let req = match cmd {
+                FanoutCmd::DbSize => FanoutReq::DbSize,
+                FanoutCmd::Keys(pattern) => FanoutReq::Keys(pattern),
+                _ => FanoutReq::FlushAll,
+            };
+            match ctx.fanout(req.clone()).await {
+                Ok(replies) => fanout_reply(&req, replies),
+                Err(e) => e,
+            }
         }
         FanoutCmd::Scan {
             cursor,

@@ -12,7 +12,7 @@ use crate::cmd::{self, args, KeyRequest, MoveKind, ParseContext, Plan};
 use crate::core::txn::{Begin, Txn};
 use crate::core::CoreCtx;
 use crate::resp::Frame;
-use crate::shard::fanout::{FanoutBody, FanoutReq};
+use crate::shard::fanout::FanoutReq;
 use crate::shard::WatchToken;
 
 /// Keys one connection may watch at once (a client controls this).
@@ -257,31 +257,8 @@ async fn fanout(txn: &Txn<'_>, cmd: FanoutCmd) -> Frame {
             return Frame::error("ERR internal: a command that cannot be queued was queued")
         }
     };
-    let replies = match txn.fanout(&req).await {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    match req {
-        FanoutReq::DbSize => Frame::Integer(
-            replies
-                .iter()
-                .map(|r| match r.body {
-                    FanoutBody::Count(n) => n as i64,
-                    _ => 0,
-                })
-                .sum(),
-        ),
-        FanoutReq::Keys(_) => {
-            let mut keys: Vec<Bytes> = replies
-                .into_iter()
-                .flat_map(|r| match r.body {
-                    FanoutBody::Keys(k) => k,
-                    _ => Vec::new(),
-                })
-                .collect();
-            keys.sort_unstable();
-            Frame::Array(keys.into_iter().map(Frame::Bulk).collect())
-        }
-        _ => Frame::ok(),
+    match txn.fanout(&req).await {
+        Ok(replies) => super::connection::fanout_reply(&req, replies),
+        Err(e) => e,
     }
 }
