@@ -562,3 +562,84 @@ fn fanout_commands_inside_multi_see_every_core() {
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n, 0);
 }
+
+/// MSETNX whose keys are on two cores: all or nothing (a key that exists stops every
+/// set), and isolated — a reader's `MULTI; MGET; EXEC` sees both keys or neither, never
+/// one (it was refused with CROSSSLOT before).
+#[test]
+fn msetnx_across_cores_is_all_or_nothing_and_isolated() {
+    let port = start_node(|_| {});
+    let mut c = client(port);
+    let (a, b) = keys_on_two_cores(&mut c);
+    let set: i64 = redis::cmd("MSETNX")
+        .arg(&a)
+        .arg("1")
+        .arg(&b)
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(set, 1);
+    let _: () = c.del(&b).unwrap();
+    let refused: i64 = redis::cmd("MSETNX")
+        .arg(&b)
+        .arg("2")
+        .arg(&a)
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(refused, 0, "a exists, so nothing is set");
+    assert_eq!(c.get::<_, Option<String>>(&b).unwrap(), None);
+    assert_eq!(c.get::<_, String>(&a).unwrap(), "1");
+
+    // Isolation: one client creates both keys with MSETNX and deletes both in a
+    // transaction, over and over; another never sees exactly one of them.
+    let _: () = c.del(&a).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, a, b) = (stop.clone(), a.clone(), b.clone());
+        std::thread::spawn(move || {
+            let mut w = client(port);
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: () = redis::pipe()
+                    .atomic()
+                    .del(&a)
+                    .del(&b)
+                    .query(&mut w)
+                    .unwrap();
+                let n: i64 = redis::cmd("MSETNX")
+                    .arg(&a)
+                    .arg("x")
+                    .arg(&b)
+                    .arg("x")
+                    .query(&mut w)
+                    .unwrap();
+                assert_eq!(n, 1);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut r = client(port);
+    let (mut torn, mut reads) = (0, 0);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let got: (Option<String>, Option<String>) = redis::pipe()
+            .atomic()
+            .get(&a)
+            .get(&b)
+            .query(&mut r)
+            .unwrap();
+        reads += 1;
+        if got.0.is_some() != got.1.is_some() {
+            torn += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    assert!(
+        rounds > 10 && reads > 10,
+        "too little ran: {rounds} rounds, {reads} reads"
+    );
+    assert_eq!(torn, 0, "{torn} of {reads} reads saw one key of an MSETNX");
+}

@@ -268,6 +268,17 @@ pub async fn execute_batch(
                     )));
                     continue;
                 }
+                if let Some(spread) = msetnx_across_cores(ctx, &plan.reqs) {
+                    // In order with the rest of the pipeline: what came before runs first.
+                    if !pending.is_empty() {
+                        key_replies.extend(
+                            ctx.run_keys_for(session.id, std::mem::take(&mut pending))
+                                .await,
+                        );
+                    }
+                    slots.push(Slot::Ready(msetnx_held(ctx, spread).await));
+                    continue;
+                }
                 slots.push(Slot::Keys {
                     combine: plan.combine,
                     first: key_replies.len() + pending.len(),
@@ -434,6 +445,94 @@ async fn migrate(ctx: &CoreCtx, fragment: cmd::FragmentRef, to: u64) -> Frame {
         ))),
         Err(e) => Frame::error(format!("ERR migration of fragment {id} failed: {e}")),
     }
+}
+
+/// MSETNX's pairs when its keys are on more than one core of this node (one core: its
+/// shard does it all or nothing by itself; another node's keys: the shard refuses).
+fn msetnx_across_cores(ctx: &CoreCtx, reqs: &[KeyRequest]) -> Option<Vec<(Bytes, Bytes)>> {
+    let [KeyRequest {
+        key,
+        op: cmd::KeyOp::MSetNx { first, pairs },
+    }] = reqs
+    else {
+        return None;
+    };
+    let routes = ctx.shared.routes.snapshot();
+    let mut cores = std::collections::BTreeSet::new();
+    for k in std::iter::once(key).chain(pairs.iter().map(|(k, _)| k)) {
+        match routes.owner_of(k) {
+            crate::router::table::Owner::Core(c) => cores.insert(c),
+            _ => return None,
+        };
+    }
+    (cores.len() > 1).then(|| {
+        std::iter::once((key.clone(), first.clone()))
+            .chain(pairs.iter().cloned())
+            .collect()
+    })
+}
+
+/// MSETNX over several cores, all or nothing and isolated: hold the cores (as EXEC
+/// does), check that no key exists, set them all, release. A set that fails (OOM)
+/// takes back the ones made before it: none of the keys existed.
+async fn msetnx_held(ctx: &CoreCtx, pairs: Vec<(Bytes, Bytes)>) -> Frame {
+    use crate::cmd::keyop::{SetCond, Ttl};
+    use crate::core::txn::Begin;
+    let keys: Vec<(Bytes, Vec<Bytes>)> = pairs.iter().map(|(k, _)| (k.clone(), vec![])).collect();
+    let txn = match ctx.begin_txn(&keys, &[], false).await {
+        Begin::Held(txn) => txn,
+        Begin::Changed => return Frame::error("ERR internal: MSETNX watches nothing"),
+        Begin::Failed(reply) => return reply,
+    };
+    let request = |key: &Bytes, op| KeyRequest {
+        key: key.clone(),
+        op,
+    };
+    let exists = txn
+        .run(
+            pairs
+                .iter()
+                .map(|(k, _)| request(k, cmd::KeyOp::Exists))
+                .collect(),
+        )
+        .await;
+    let reply = if let Some(e) = exists.iter().find(|f| f.is_error()) {
+        e.clone()
+    } else if exists
+        .iter()
+        .any(|f| matches!(f, Frame::Integer(n) if *n > 0))
+    {
+        Frame::Integer(0)
+    } else {
+        let sets = pairs
+            .iter()
+            .map(|(k, v)| {
+                let op = cmd::KeyOp::Set {
+                    value: v.clone(),
+                    ttl: Ttl::Clear,
+                    cond: SetCond::Always,
+                    get: false,
+                };
+                request(k, op)
+            })
+            .collect();
+        let done = txn.run(sets).await;
+        match done.iter().find(|f| f.is_error()) {
+            None => Frame::Integer(1),
+            Some(e) => {
+                let undo = pairs
+                    .iter()
+                    .zip(&done)
+                    .filter(|(_, f)| !f.is_error())
+                    .map(|((k, _), _)| request(k, cmd::KeyOp::Del))
+                    .collect();
+                txn.run(undo).await;
+                e.clone()
+            }
+        }
+    };
+    txn.release().await;
+    reply
 }
 
 /// The reply to DBSIZE (the counts summed), KEYS (the keys sorted) or FLUSHALL (OK)
