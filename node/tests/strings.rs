@@ -209,7 +209,7 @@ fn rename_and_copy_across_cores() {
     assert!(err(&mut c, &["COPY", &a, &b, "DB", "1"]).contains("DB index is out of range"));
     assert!(err(&mut c, &["COPY", &a, &a]).contains("source and destination objects are the same"));
 
-    // MSETNX: atomic on one core; keys on two cores are refused, nothing written.
+    // MSETNX: all or nothing, on one core or across the cores of the node.
     let same_core = format!("{a}-2");
     assert_eq!(core_of(&mut c, &same_core), core_of(&mut c, &a));
     let _: i64 = c.del(&[&a, &b]).unwrap();
