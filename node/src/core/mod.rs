@@ -1242,7 +1242,7 @@ async fn maintenance(ctx: Rc<CoreCtx>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::router::table::{initial_range, RouteTable, Routes};
     use augur_fabric::{Backend, FabricConfig};
@@ -1250,12 +1250,9 @@ mod tests {
     use glommio::{LocalExecutorBuilder, Placement};
     use std::sync::{Barrier, Mutex};
 
-    /// Each of two cores gives a fragment to the other (the Adopt queued, as the
-    /// rebalancer does) and at once asks the other for a key of the fragment the other
-    /// gave away: each receive loop must forward back. A loop that awaited its forward
-    /// inline waited for the other loop, itself waiting: both requests hung forever.
-    #[test]
-    fn receive_loops_forwarding_to_each_other_do_not_deadlock() {
+    /// The shared state of a two-core node on no port, and the mesh between its cores:
+    /// what tests that run real executors against each other start from.
+    pub(super) fn two_cores() -> (Arc<NodeShared>, MeshBuilder<CoreMsg, Full>) {
         let config = crate::Config {
             cores: 2,
             port: 0,
@@ -1267,7 +1264,16 @@ mod tests {
             0,
             Routes::new(RouteTable::initial(2)),
         ));
-        let mesh = MeshBuilder::<CoreMsg, Full>::full(2, 64);
+        (shared, MeshBuilder::<CoreMsg, Full>::full(2, 64))
+    }
+
+    /// Each of two cores gives a fragment to the other (the Adopt queued, as the
+    /// rebalancer does) and at once asks the other for a key of the fragment the other
+    /// gave away: each receive loop must forward back. A loop that awaited its forward
+    /// inline waited for the other loop, itself waiting: both requests hung forever.
+    #[test]
+    fn receive_loops_forwarding_to_each_other_do_not_deadlock() {
+        let (shared, mesh) = two_cores();
         let barrier = Arc::new(Barrier::new(2));
         let given: Arc<Mutex<[Option<Bytes>; 2]>> = Arc::new(Mutex::new([None, None]));
         let handles: Vec<_> = (0..2)

@@ -676,10 +676,8 @@ impl Drop for Txn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::NodeShared;
-    use crate::router::table::{initial_range, RouteTable, Routes};
+    use crate::router::table::initial_range;
     use augur_fabric::{AnyTransport, Backend, FabricConfig};
-    use glommio::channels::channel_mesh::{Full, MeshBuilder};
     use glommio::{LocalExecutorBuilder, Placement};
     use std::rc::Rc;
     use std::sync::atomic::AtomicBool;
@@ -703,18 +701,7 @@ mod tests {
     /// transaction that gave up) and answers other cores again.
     #[test]
     fn a_transaction_that_gives_up_waiting_leaves_no_hold_behind() {
-        let config = crate::Config {
-            cores: 2,
-            port: 0,
-            admin_port: 0,
-            ..crate::Config::default()
-        };
-        let shared = Arc::new(NodeShared::new(
-            config,
-            0,
-            Routes::new(RouteTable::initial(2)),
-        ));
-        let mesh = MeshBuilder::<CoreMsg, Full>::full(2, 64);
+        let (shared, mesh) = crate::core::tests::two_cores();
         let barrier = Arc::new(Barrier::new(2));
         let done = Arc::new(AtomicBool::new(false));
         let gave_up = Arc::new(AtomicBool::new(false));

@@ -647,10 +647,10 @@ impl Fragment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn frag(target: usize) -> Fragment {
+    pub(in crate::store) fn frag(target: usize) -> Fragment {
         Fragment::create(
             1,
             Bytes::new(),

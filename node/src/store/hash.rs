@@ -360,19 +360,7 @@ impl Fragment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Geometry;
-
-    fn frag(target: usize) -> Fragment {
-        Fragment::create(
-            1,
-            Bytes::new(),
-            None,
-            Geometry::sized_for(target, 64),
-            1,
-            false,
-        )
-        .expect("fragment")
-    }
+    use crate::store::fragment::tests::frag;
 
     fn make_hash(f: &mut Fragment, key: &[u8], n: usize, expire: Option<u64>) -> HashView {
         let incarnation = f.new_incarnation();

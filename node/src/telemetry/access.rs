@@ -65,10 +65,9 @@ pub struct AccessRecorder {
     fragments: usize,
     /// This tick's fragment changes per connection (bounded as the constants say).
     sequences: std::collections::HashMap<u64, Vec<u32>>,
-    /// Where each connection seen last tick or this one was last: a connection that
-    /// stays in one fragment adds nothing.
-    last: std::collections::HashMap<u64, u32>,
-    seen: std::collections::HashSet<u64>,
+    /// Where each connection seen last tick or this one was last, and whether it was
+    /// seen this tick: a connection that stays in one fragment adds nothing.
+    last: std::collections::HashMap<u64, (u32, bool)>,
 }
 
 impl AccessRecorder {
@@ -78,7 +77,6 @@ impl AccessRecorder {
             fragments,
             sequences: Default::default(),
             last: Default::default(),
-            seen: Default::default(),
         }
     }
 
@@ -87,14 +85,19 @@ impl AccessRecorder {
         if client == 0 {
             return;
         }
-        if self.seen.len() < MAX_SEQUENCES * 4 {
-            self.seen.insert(client);
-        }
-        if self.last.get(&client) == Some(&fragment) {
-            return;
-        }
-        if self.last.len() < MAX_SEQUENCES * 4 || self.last.contains_key(&client) {
-            self.last.insert(client, fragment);
+        let room = self.last.len() < MAX_SEQUENCES * 4;
+        match self.last.get_mut(&client) {
+            Some((at, seen)) => {
+                *seen = true;
+                if *at == fragment {
+                    return;
+                }
+                *at = fragment;
+            }
+            None if room => {
+                self.last.insert(client, (fragment, true));
+            }
+            None => {}
         }
         let room = self.sequences.len() < MAX_SEQUENCES;
         match self.sequences.get_mut(&client) {
@@ -109,8 +112,7 @@ impl AccessRecorder {
 
     /// Take the tick's access orders, naming fragments by their cluster ids.
     pub fn drain_orders(&mut self, fragment_id: impl Fn(u32) -> u64) -> Vec<(u64, Vec<u64>)> {
-        let seen = std::mem::take(&mut self.seen);
-        self.last.retain(|c, _| seen.contains(c));
+        self.last.retain(|_, (_, seen)| std::mem::take(seen));
         std::mem::take(&mut self.sequences)
             .into_iter()
             .map(|(c, order)| (c, order.into_iter().map(&fragment_id).collect()))
