@@ -118,7 +118,6 @@ impl CoreCtx {
             glommio::spawn_local(txn::drain_task(ctx.clone(), kicks)).detach();
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
-        glommio::spawn_local(watch_fences(ctx.clone())).detach();
         glommio::spawn_local(telemetry_ticks(ctx.clone())).detach();
         if ctx.core == 0 {
             glommio::spawn_local(watch_handovers(ctx.clone())).detach();
@@ -1178,19 +1177,18 @@ async fn telemetry_ticks(ctx: Rc<CoreCtx>) {
 /// Release this core's fences as soon as the table shows their handover committed:
 /// every request for the fragment — this node's clients' and peers' — waits on the
 /// fence, so the maintenance tick (100 ms) would add up to a tick to each of them.
-async fn watch_fences(ctx: Rc<CoreCtx>) {
+/// Started when this core fences a fragment; ends when it holds no fence.
+pub async fn watch_fences(ctx: Rc<CoreCtx>) {
     loop {
-        let mine =
-            ctx.shared.has_fences() && ctx.shared.fences().iter().any(|f| f.core == ctx.core);
+        glommio::timer::sleep(Duration::from_micros(200)).await;
+        if !(ctx.shared.has_fences() && ctx.shared.fences().iter().any(|f| f.core == ctx.core)) {
+            return;
+        }
         // A transaction holding this core checked where its keys are: change nothing
         // under it (its keys were not fenced, but stay out of its way all the same).
-        if mine && !ctx.is_held() {
+        if !ctx.is_held() {
             ctx.tidy_fences();
         }
-        // Fine while a handover is open here; a fence is set at least a copy's proof
-        // (milliseconds) before its commit can land, so the idle poll may be coarser.
-        let pause = if mine { 200 } else { 2_000 };
-        glommio::timer::sleep(Duration::from_micros(pause)).await;
     }
 }
 

@@ -85,7 +85,11 @@ async fn answer(ctx: &Rc<CoreCtx>, req: PeerRequest) -> PeerReply {
             // whose checked keys must stay writable until it ends. Fencing itself does
             // not await, so nothing takes the hold in between.
             ctx.wait_unheld().await;
-            crate::migrate::answer(ctx, req).await
+            let reply = crate::migrate::answer(ctx, req).await;
+            if matches!(reply, PeerReply::Fenced(Ok(_))) {
+                glommio::spawn_local(crate::core::watch_fences(ctx.clone())).detach();
+            }
+            reply
         }
         PeerRequest::MigrateIn { .. }
         | PeerRequest::Export { .. }
