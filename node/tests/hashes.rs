@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use common::{client, start_node};
+use common::{client, keys_on_two_cores, start_node};
 use redis::{Commands, RedisResult};
 
 fn cmd<T: redis::FromRedisValue>(c: &mut redis::Connection, words: &[&str]) -> RedisResult<T> {
@@ -21,23 +21,6 @@ fn err(c: &mut redis::Connection, words: &[&str]) -> String {
         Err(e) => e.to_string(),
         Ok(v) => panic!("{words:?} should fail, got {v:?}"),
     }
-}
-
-fn core_of(c: &mut redis::Connection, key: &str) -> String {
-    cmd(c, &["AUGUR", "WHERE", key]).expect("augur where")
-}
-
-/// Two keys owned by different cores of this node.
-fn keys_on_two_cores(c: &mut redis::Connection) -> (String, String) {
-    let first = "k0".to_string();
-    let home = core_of(c, &first);
-    for other in ["0a", "Ak", "zz", "~k", "\u{7f}k", "\u{ff}k"] {
-        let place = core_of(c, other);
-        if place != home {
-            return (first, other.to_string());
-        }
-    }
-    panic!("every candidate key is on {home}");
 }
 
 /// Every key a full SCAN with these extra arguments returns.

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, start_node};
+use common::{client, keys_on_two_cores, start_node};
 
 /// A Python that has the `redis` module: the one on PATH, else the system one (the
 /// Debian package installs into the system Python only).
@@ -18,19 +18,6 @@ fn python_with_redis() -> Option<&'static str> {
             .output()
             .is_ok_and(|o| o.status.success())
     })
-}
-
-/// Two keys, one on each core of the node at `port`.
-fn keys_on_two_cores(c: &mut redis::Connection) -> (&'static str, &'static str) {
-    let home: String = redis::cmd("AUGUR").arg("WHERE").arg("k0").query(c).unwrap();
-    let other = ["0a", "Ak", "zz", "~k"]
-        .into_iter()
-        .find(|k| {
-            let place: String = redis::cmd("AUGUR").arg("WHERE").arg(*k).query(c).unwrap();
-            place != home
-        })
-        .expect("a key on the other core");
-    ("k0", other)
 }
 
 /// Run `tests/py/<script>` against a fresh two-core node; it must exit 0 and print
@@ -45,7 +32,7 @@ fn run_script(script: &str, expect: &str) {
     let (a, b) = keys_on_two_cores(&mut c);
     let script = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(python)
-        .args([script.as_str(), &port.to_string(), a, b])
+        .args([script.as_str(), &port.to_string(), &a, &b])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, start_node};
+use common::{client, keys_on_two_cores, start_node};
 use redis::{Commands, RedisResult};
 
 fn cmd<T: redis::FromRedisValue>(c: &mut redis::Connection, words: &[&str]) -> RedisResult<T> {
@@ -23,21 +23,6 @@ fn err(c: &mut redis::Connection, words: &[&str]) -> String {
 
 fn core_of(c: &mut redis::Connection, key: &str) -> String {
     cmd(c, &["AUGUR", "WHERE", key]).expect("augur where")
-}
-
-/// Two keys owned by different cores of this node (cores own key ranges, so the
-/// candidates start with bytes across the range).
-fn keys_on_two_cores(c: &mut redis::Connection) -> (String, String) {
-    let first = "k0".to_string();
-    let home = core_of(c, &first);
-    for other in ["0a", "Ak", "zz", "~k", "\u{7f}k", "\u{ff}k", "\u{fff}k"] {
-        let place = core_of(c, other);
-        if place != home {
-            assert!(place.contains("core"), "{place}");
-            return (first, other.to_string());
-        }
-    }
-    panic!("every candidate key is on {home}");
 }
 
 #[test]

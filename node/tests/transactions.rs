@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client, start_node};
+use common::{client, keys_on_two_cores, start_node};
 use redis::{Commands, RedisResult, Value};
 
 fn cmd<T: redis::FromRedisValue>(c: &mut redis::Connection, words: &[&str]) -> RedisResult<T> {
@@ -19,20 +19,6 @@ fn cmd<T: redis::FromRedisValue>(c: &mut redis::Connection, words: &[&str]) -> R
         command.arg(*w);
     }
     command.query(c)
-}
-
-/// Two keys owned by different cores of this node.
-fn keys_on_two_cores(c: &mut redis::Connection) -> (String, String) {
-    let first = "k0".to_string();
-    let home: String = cmd(c, &["AUGUR", "WHERE", &first]).unwrap();
-    for other in ["0a", "Ak", "zz", "~k", "\u{7f}k", "\u{ff}k", "\u{fff}k"] {
-        let place: String = cmd(c, &["AUGUR", "WHERE", other]).unwrap();
-        if place != home {
-            assert!(place.contains("core"), "{place}");
-            return (first, other.to_string());
-        }
-    }
-    panic!("every candidate key is on {home}");
 }
 
 /// A raw connection: send commands, compare the exact reply bytes.

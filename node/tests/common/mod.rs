@@ -22,6 +22,28 @@ pub fn start_node(configure: impl FnOnce(&mut Config)) -> u16 {
     port
 }
 
+/// Two keys owned by different cores of a two-core node (cores own key ranges, so the
+/// candidates start with bytes across the range): `k0` and another.
+pub fn keys_on_two_cores(c: &mut redis::Connection) -> (String, String) {
+    let core_of = |c: &mut redis::Connection, key: &str| -> String {
+        redis::cmd("AUGUR")
+            .arg("WHERE")
+            .arg(key)
+            .query(c)
+            .expect("augur where")
+    };
+    let first = "k0".to_string();
+    let home = core_of(c, &first);
+    for other in ["0a", "Ak", "zz", "~k", "\u{7f}k", "\u{ff}k", "\u{fff}k"] {
+        let place = core_of(c, other);
+        if place != home {
+            assert!(place.contains("core"), "{place}");
+            return (first, other.to_string());
+        }
+    }
+    panic!("every candidate key is on {home}");
+}
+
 pub fn client(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .expect("client")
