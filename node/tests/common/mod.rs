@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use augur_node::Config;
 
+pub mod wired;
+
 pub fn start_node(configure: impl FnOnce(&mut Config)) -> u16 {
     let mut config = Config {
         port: 0,
