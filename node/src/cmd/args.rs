@@ -31,8 +31,64 @@ pub fn int_arg(b: &Bytes) -> Result<i64, Frame> {
     parse_i64(b).ok_or_else(|| Frame::error(NOT_INTEGER))
 }
 
-pub fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
+/// An argument upper-cased for matching against command and option names. Those
+/// are short, so the usual case needs no heap allocation (one per request and per
+/// option was measurable, `docs/perf.md`).
+pub enum Upper {
+    Short { buf: [u8; SHORT], len: u8 },
+    Long(String),
+}
+
+/// Longer than every command and option name.
+const SHORT: usize = 22;
+
+impl Upper {
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII bytes are ever stored inline, so this cannot fail.
+            Upper::Short { buf, len } => std::str::from_utf8(&buf[..*len as usize]).unwrap_or(""),
+            Upper::Long(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Upper {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<&str> for Upper {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Upper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Upper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+pub fn upper(b: &[u8]) -> Upper {
+    if b.len() <= SHORT && b.is_ascii() {
+        let mut buf = [0u8; SHORT];
+        for (d, s) in buf.iter_mut().zip(b) {
+            *d = s.to_ascii_uppercase();
+        }
+        return Upper::Short {
+            buf,
+            len: b.len() as u8,
+        };
+    }
+    Upper::Long(String::from_utf8_lossy(b).to_ascii_uppercase())
 }
 
 pub fn now_ms() -> u64 {

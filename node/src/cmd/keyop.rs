@@ -250,7 +250,20 @@ pub fn apply(frag: &mut Fragment, key: &[u8], op: &KeyOp, now: u64) -> Result<Fr
             cond,
             get,
         } => {
-            let old = current(frag)?;
+            // A plain SET needs nothing of the old record: don't look it up or copy it.
+            let needs_old = *get || *cond != SetCond::Always || matches!(ttl, Ttl::Keep);
+            let old = if needs_old {
+                frag.get(key, now)?.map(|r| {
+                    let value = if *get {
+                        Bytes::copy_from_slice(r.value)
+                    } else {
+                        Bytes::new()
+                    };
+                    (value, r.expire_at_ms)
+                })
+            } else {
+                None
+            };
             let old_reply = || match &old {
                 Some((v, _)) => Frame::Bulk(v.clone()),
                 None => Frame::Null,

@@ -168,8 +168,7 @@ impl Plan {
 
 /// Parse a request (`args[0]` is the command name). Errors are the reply to send.
 pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
-    let name = args::upper(&args[0]);
-    let Some(spec) = table::lookup(&name) else {
+    let Some((name, spec)) = table::lookup_name(&args[0]) else {
         return Err(unknown_command(args));
     };
     let arity_ok = if spec.arity >= 0 {
@@ -178,34 +177,34 @@ pub fn parse(args: &[Bytes], ctx: &ParseContext) -> Result<Plan, Frame> {
         args.len() >= spec.arity.unsigned_abs() as usize
     };
     if !arity_ok {
-        return Err(args::wrong_arity(&name));
+        return Err(args::wrong_arity(name));
     }
     let rest = &args[1..];
-    match name.as_str() {
-        "GET" | "GETDEL" | "MGET" => get::parse(&name, rest),
+    match name {
+        "GET" | "GETDEL" | "MGET" => get::parse(name, rest),
         "SET" | "SETNX" | "SETEX" | "PSETEX" | "GETSET" | "MSET" | "MSETNX" => {
-            set::parse(&name, rest, ctx)
+            set::parse(name, rest, ctx)
         }
-        "INCR" | "DECR" | "INCRBY" | "DECRBY" => incr::parse(&name, rest),
+        "INCR" | "DECR" | "INCRBY" | "DECRBY" => incr::parse(name, rest),
         "APPEND" | "STRLEN" | "GETEX" | "GETRANGE" | "SUBSTR" | "SETRANGE" | "INCRBYFLOAT" => {
-            strings::parse(&name, rest, ctx)
+            strings::parse(name, rest, ctx)
         }
         "OBJECT" => object::parse(rest),
         "LCS" => lcs::parse(rest),
-        "RENAME" | "RENAMENX" | "COPY" => rename::parse(&name, rest),
+        "RENAME" | "RENAMENX" | "COPY" => rename::parse(name, rest),
         "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" | "TTL" | "PTTL" | "EXPIRETIME"
-        | "PEXPIRETIME" | "PERSIST" => expire::parse(&name, rest, ctx),
-        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(&name, rest),
-        "SCAN" | "KEYS" => scan::parse(&name, rest),
-        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => multi::parse(&name, rest),
+        | "PEXPIRETIME" | "PERSIST" => expire::parse(name, rest, ctx),
+        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" | "TYPE" => del::parse(name, rest),
+        "SCAN" | "KEYS" => scan::parse(name, rest),
+        "MULTI" | "EXEC" | "DISCARD" | "WATCH" | "UNWATCH" => multi::parse(name, rest),
         "HSET" | "HSETNX" | "HMSET" | "HGET" | "HMGET" | "HDEL" | "HLEN" | "HEXISTS"
         | "HSTRLEN" | "HINCRBY" | "HINCRBYFLOAT" | "HGETALL" | "HKEYS" | "HVALS" | "HSCAN"
-        | "HRANDFIELD" => hash::parse(&name, rest),
+        | "HRANDFIELD" => hash::parse(name, rest),
         "RANDOMKEY" => Ok(Plan::Fanout(FanoutCmd::RandomKey)),
         "DBSIZE" | "FLUSHALL" | "FLUSHDB" | "INFO" | "CONFIG" | "COMMAND" | "TIME" | "AUGUR" => {
-            server::parse(&name, rest)
+            server::parse(name, rest)
         }
-        _ => connection::parse(&name, rest),
+        _ => connection::parse(name, rest),
     }
 }
 

@@ -126,8 +126,28 @@ pub static COMMANDS: &[Spec] = &[
     spec("unwatch", 1, T, NONE),
 ];
 
-pub fn lookup(upper_name: &str) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|s| s.name.eq_ignore_ascii_case(upper_name))
+/// The spec of command `name` (any case), with its upper-case name.
+pub fn lookup_name(name: &[u8]) -> Option<(&'static str, &'static Spec)> {
+    // Sorted upper-case names, built once: a binary search instead of upper-casing
+    // into a new String and walking the table on every request (`docs/perf.md`).
+    static INDEX: std::sync::OnceLock<Vec<(String, &'static Spec)>> = std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        let mut v: Vec<_> = COMMANDS
+            .iter()
+            .map(|s| (s.name.to_ascii_uppercase(), s))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    });
+    // Upper-cased once into a stack buffer, then compared as byte slices (memcmp).
+    let mut buf = [0u8; 24];
+    let upper_name = buf.get_mut(..name.len())?;
+    for (d, c) in upper_name.iter_mut().zip(name) {
+        *d = c.to_ascii_uppercase();
+    }
+    let at = index
+        .binary_search_by(|(upper, _)| upper.as_bytes().cmp(upper_name))
+        .ok()?;
+    let (upper, spec) = &index[at];
+    Some((upper.as_str(), *spec))
 }

@@ -720,7 +720,7 @@ impl CoreCtx {
                 Owner::Unassigned => out[i as usize] = Some(not_formed()),
             }
         }
-        shard.publish_stats();
+        shard.publish_counters();
         let stats = &self.shared.stats[self.core];
         stats::bump(&stats.key_requests, first_seen);
         stats::bump(&stats.key_requests_remote, first_seen_remote);
@@ -1039,7 +1039,7 @@ fn handle_msg(ctx: &Rc<CoreCtx>, msg: CoreMsg) {
                         Outcome::Forward(c) => forward.entry(c).or_default().push((i, req)),
                     }
                 }
-                shard.publish_stats();
+                shard.publish_counters();
             }
             if forward.is_empty() {
                 let _ = reply.send(out);

@@ -257,7 +257,7 @@ impl CoreCtx {
                 ),
             })
             .collect();
-        shard.publish_stats();
+        shard.publish_counters();
         out
     }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::connection::Session;
 use crate::cmd::table::{Spec, COMMANDS};
-use crate::cmd::{args, ConnCmd};
+use crate::cmd::ConnCmd;
 use crate::config::parse_memory;
 use crate::context::NodeShared;
 use crate::core::CoreCtx;
@@ -120,8 +120,8 @@ pub fn execute(ctx: &CoreCtx, session: &mut Session, cmd: ConnCmd, name: &Bytes)
         ConnCmd::CommandInfo(names) => Frame::Array(
             names
                 .iter()
-                .map(|n| match crate::cmd::table::lookup(&args::upper(n)) {
-                    Some(spec) => command_entry(spec),
+                .map(|n| match crate::cmd::table::lookup_name(n) {
+                    Some((_, spec)) => command_entry(spec),
                     None => Frame::NullArray,
                 })
                 .collect(),

@@ -111,8 +111,41 @@ fn listing_bytes(keys: &[Bytes]) -> usize {
         + 64
 }
 
+/// Sums over a core's fragments that INFO and maxmemory read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    keys: u64,
+    used: u64,
+    mapped: u64,
+    expiring: u64,
+}
+
+impl Totals {
+    fn of(f: &Fragment) -> Totals {
+        Totals {
+            keys: f.key_count() as u64,
+            used: (f.used_bytes() + f.hash_heap_bytes()) as u64,
+            mapped: f.region_len() as u64,
+            expiring: f.expiring() as u64,
+        }
+    }
+
+    /// These totals after one fragment went from `before` to `after`.
+    fn moved(self, before: Totals, after: Totals) -> Totals {
+        let step = |total: u64, b: u64, a: u64| (total + a).saturating_sub(b);
+        Totals {
+            keys: step(self.keys, before.keys, after.keys),
+            used: step(self.used, before.used, after.used),
+            mapped: step(self.mapped, before.mapped, after.mapped),
+            expiring: step(self.expiring, before.expiring, after.expiring),
+        }
+    }
+}
+
 pub struct Shard {
     pub core: usize,
+    /// Kept exact by `execute` and `recount`; published by `publish_counters`.
+    totals: std::cell::Cell<Totals>,
     env: ShardEnv,
     fragments: BTreeMap<Bytes, Fragment>,
     /// Ranges given to other cores: lo → (hi, core).
@@ -145,6 +178,7 @@ impl Shard {
         }
         let shard = Shard {
             core,
+            totals: Default::default(),
             env,
             fragments,
             forwarded: BTreeMap::new(),
@@ -234,16 +268,25 @@ impl Shard {
             }
         }
         for _attempt in 0..4 {
-            let Some(lo) = self.locate(&req.key) else {
+            // One search, no clone of the bound: the fragment whose range holds the key.
+            let fragment = self
+                .fragments
+                .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(&req.key[..])))
+                .next_back()
+                .map(|(_, f)| f)
+                .filter(|f| f.contains(&req.key));
+            let Some(fragment) = fragment else {
                 return match self.forward_target(&req.key) {
                     Some(core) => Outcome::Forward(core),
                     None => Outcome::Done(Frame::error("ERR internal: no fragment holds this key")),
                 };
             };
-            let Some(fragment) = self.fragments.get_mut(&lo) else {
-                break;
-            };
-            match cmd::apply(fragment, &req.key, &req.op, now) {
+            let before = Totals::of(fragment);
+            let result = cmd::apply(fragment, &req.key, &req.op, now);
+            self.totals
+                .set(self.totals.get().moved(before, Totals::of(fragment)));
+            let lo = fragment.lo().clone();
+            match result {
                 Ok(reply) => {
                     if matches!(req.op, KeyOp::Get) {
                         if matches!(reply, Frame::Null) {
@@ -255,7 +298,10 @@ impl Shard {
                     return Outcome::Done(reply);
                 }
                 Err(StoreError::Full { need }) => {
-                    if let Err(e) = self.make_room(&lo, need, now) {
+                    let made = self.make_room(&lo, need, now);
+                    // Fragments were replaced: count them afresh (rare).
+                    self.recount();
+                    if let Err(e) = made {
                         tracing::error!(core = self.core, "cannot make room in fragment: {e}");
                         return Outcome::Done(Frame::error(format!("ERR {e}")));
                     }
@@ -447,6 +493,7 @@ impl Shard {
                 None => {}
             }
         }
+        self.publish_stats();
     }
 
     /// `(lo, used bytes)` of every fragment this core holds.
@@ -482,7 +529,9 @@ impl Shard {
         };
         match at {
             Some(at) if at != lo => {
-                self.split_at(&lo, at, now)?;
+                let split = self.split_at(&lo, at, now);
+                self.publish_stats();
+                split?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -499,24 +548,37 @@ impl Shard {
                 Err(e) => tracing::error!(core = self.core, "active expiry: {e}"),
             }
         }
+        self.publish_stats();
     }
 
-    /// Publish this core's totals for INFO, /metrics, maxmemory and rebalancing.
+    /// Count this core's fragments afresh and publish everything: after changes to
+    /// which fragments there are (splits, moves, flushes) and on the maintenance tick.
     pub fn publish_stats(&self) {
-        let s = &self.env.stats[self.core];
-        let (mut keys, mut used, mut mapped, mut expiring) = (0, 0, 0, 0);
+        self.recount();
+        self.publish_counters();
+    }
+
+    /// Walk every fragment for the running totals (which `execute` keeps by delta).
+    fn recount(&self) {
+        let mut totals = Totals::default();
         for f in self.fragments.values() {
-            keys += f.key_count() as u64;
-            used += (f.used_bytes() + f.hash_heap_bytes()) as u64;
-            mapped += f.region_len() as u64;
-            expiring += f.expiring() as u64;
+            totals = totals.moved(Totals::default(), Totals::of(f));
         }
-        set(&s.keys, keys);
+        self.totals.set(totals);
+    }
+
+    /// Publish the running totals and counters for INFO, /metrics, maxmemory and
+    /// rebalancing: O(1), done after every batch (walking every fragment after every
+    /// batch was measurable, `docs/perf.md`).
+    pub fn publish_counters(&self) {
+        let s = &self.env.stats[self.core];
+        let totals = self.totals.get();
+        set(&s.keys, totals.keys);
         // SCAN listings are memory the node holds too (as Redis's used_memory counts
         // everything): they count against maxmemory.
-        set(&s.used_bytes, used + self.listing_bytes as u64);
-        set(&s.region_bytes, mapped);
-        set(&s.expiring, expiring);
+        set(&s.used_bytes, totals.used + self.listing_bytes as u64);
+        set(&s.region_bytes, totals.mapped);
+        set(&s.expiring, totals.expiring);
         set(&s.fragments, self.fragments.len() as u64);
         set(&s.hits, self.hits);
         set(&s.misses, self.misses);
@@ -564,6 +626,7 @@ impl Shard {
     /// The move did not happen: keep the fragment.
     pub fn keep(&mut self, fragment: Fragment) {
         self.fragments.insert(fragment.lo().clone(), fragment);
+        self.publish_stats();
     }
 
     /// Take ownership of a fragment another core gave us.

@@ -80,9 +80,10 @@ impl Geometry {
     }
 }
 
-/// Where a key's probe ended: the slot holding it (if any) and the first free slot.
-pub(super) struct Probe {
-    pub(super) found: Option<(usize, usize)>,
+/// Where a key's probe ended: the slot holding it, its record's offset and the record
+/// (decoded once, here), if any; and the first free slot.
+pub(super) struct Probe<'a> {
+    pub(super) found: Option<(usize, usize, RecordView<'a>)>,
     free_slot: Option<usize>,
 }
 
@@ -258,7 +259,15 @@ impl Fragment {
         &self.region.bytes()[..self.tail]
     }
 
+    /// A record of this core's own log: no crc check (decision 0016); this core is
+    /// its only writer, so nothing can tear it under us.
     pub(super) fn read_record(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
+        layout::decode_record_trusted(self.log(), offset).map_err(StoreError::Corrupt)
+    }
+
+    /// A record checked against its crc, for copies (compaction, split): corruption
+    /// is caught where a record moves, not carried into the next region.
+    pub(super) fn read_record_verified(&self, offset: usize) -> Result<RecordView<'_>, StoreError> {
         let mut last = RecordError::OutOfBounds(offset);
         for _ in 0..READ_RETRIES {
             match layout::decode_record(self.log(), offset) {
@@ -271,7 +280,12 @@ impl Fragment {
 
     /// `field`: look for a hash field record (else a key's): the kind is part of the
     /// identity, as a client key may have the same bytes as a field key.
-    pub(super) fn probe(&self, key: &[u8], hash: u64, field: bool) -> Result<Probe, StoreError> {
+    pub(super) fn probe(
+        &self,
+        key: &[u8],
+        hash: u64,
+        field: bool,
+    ) -> Result<Probe<'_>, StoreError> {
         let tag = layout::hash_tag(hash);
         let mut bucket = layout::home_bucket(hash, self.bucket_mask + 1);
         for _ in 0..=self.bucket_mask {
@@ -290,7 +304,7 @@ impl Fragment {
                     let r = self.read_record(offset)?;
                     if r.key == key && r.is_field() == field {
                         return Ok(Probe {
-                            found: Some((pos, offset)),
+                            found: Some((pos, offset, r)),
                             free_slot: None,
                         });
                     }
@@ -315,10 +329,10 @@ impl Fragment {
         key: &[u8],
         field: bool,
     ) -> Result<Option<RecordView<'_>>, StoreError> {
-        match self.probe(key, layout::key_hash(key), field)?.found {
-            Some((_, offset)) => Ok(Some(self.read_record(offset)?)),
-            None => Ok(None),
-        }
+        Ok(self
+            .probe(key, layout::key_hash(key), field)?
+            .found
+            .map(|(_, _, r)| r))
     }
 
     /// The live value record of `key` at time `now_ms`.
@@ -350,14 +364,16 @@ impl Fragment {
         let hash = layout::key_hash(key);
         let field = flags & layout::FLAG_FIELD != 0;
         let probe = self.probe(key, hash, field)?;
+        // What is needed of the old record, so the probe's borrow ends here.
+        let found = probe
+            .found
+            .map(|(pos, offset, r)| (pos, offset, !r.is_tombstone(), r.len));
         let len = layout::record_len(key.len(), value.len(), expire_at_ms.is_some());
-        if !self.has_room(len, probe.found.is_none()) {
+        if !self.has_room(len, found.is_none()) {
             return Err(StoreError::Full { need: len });
         }
-        let slot_pos = match (probe.found, probe.free_slot) {
-            (Some((pos, old)), _) => {
-                let old = self.read_record(old)?;
-                let (old_live, old_len) = (!old.is_tombstone(), old.len);
+        let slot_pos = match (found, probe.free_slot) {
+            (Some((pos, _, old_live, old_len)), _) => {
                 if old_live {
                     self.live_keys -= 1;
                     self.live_bytes -= old_len;
@@ -400,7 +416,7 @@ impl Fragment {
             self.expiries.insert((t, offset));
         }
         self.changes += 1;
-        self.track_hash(key, value, flags, probe.found.map(|(_, old)| old), offset);
+        self.track_hash(key, value, flags, found.map(|(_, old, ..)| old), offset);
         Ok(())
     }
 
@@ -439,7 +455,7 @@ impl Fragment {
             let r = self.read_record(offset)?;
             let (key, kind) = (Bytes::copy_from_slice(r.key), r.flags & layout::FLAG_FIELD);
             let current = self.probe(&key, layout::key_hash(&key), kind != 0)?.found;
-            if current.map(|(_, o)| o) == Some(offset) {
+            if current.map(|(_, o, _)| o) == Some(offset) {
                 match self.write(&key, &[], layout::FLAG_TOMBSTONE | kind, None) {
                     Ok(()) => removed += 1,
                     Err(StoreError::Full { .. }) => break,
@@ -519,6 +535,14 @@ impl Fragment {
                     return;
                 }
             }
+            // Checked against its crc whenever a record moves (local reads skip it).
+            let r = match self.read_record_verified(offset) {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(e);
+                    return;
+                }
+            };
             if let Err(e) = out.adopt_record(&self.log()[offset..offset + r.len], r) {
                 failure = Some(e);
             }
@@ -792,13 +816,25 @@ pub(super) mod tests {
         assert_eq!(layout::decode_record(&rec, 0).unwrap().value, b"value");
     }
 
+    /// Local reads skip the crc (the core wrote the bytes itself), so a flipped value
+    /// byte is caught where the record moves: a compaction refuses to carry it into
+    /// a new region, and a remote reader's decode rejects it. A flipped length or
+    /// flags byte is still an error on the local read.
     #[test]
-    fn flipped_byte_in_region_is_reported_not_returned() {
+    fn flipped_byte_in_region_is_caught_where_the_record_moves() {
         let mut f = frag(1 << 20);
         f.put(b"key", b"value", None).unwrap();
         let start = layout::log_start(f.geometry().buckets);
         // Flip one value byte of the record in place.
         f.region.bytes_mut()[start + layout::RECORD_HEADER_LEN + 4] ^= 1;
+        assert!(matches!(
+            f.compact(1 << 20, 0, 0, false),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(layout::decode_record(&f.region.bytes()[..f.used_bytes()], start).is_err());
+        // A flipped flags byte makes the record unreadable even locally.
+        f.region.bytes_mut()[start + layout::RECORD_HEADER_LEN + 4] ^= 1;
+        f.region.bytes_mut()[start + layout::record::FLAGS + 1] ^= 0x80;
         assert!(matches!(f.get(b"key", 0), Err(StoreError::Corrupt(_))));
     }
 

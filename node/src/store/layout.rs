@@ -327,6 +327,22 @@ pub fn decode_record_head(bytes: &[u8], offset: usize) -> Result<RecordHead, Rec
 /// Decode and verify the record starting at `offset` of `bytes`, which must end where
 /// valid data ends (the log tail). Never panics on garbage.
 pub fn decode_record(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, RecordError> {
+    decode_record_checked(bytes, offset, true)
+}
+
+/// [`decode_record`] without the crc: for the owning core's own reads of records it
+/// wrote itself or verified when they arrived (a copy, an import), which no
+/// concurrent writer can tear. Bounds, lengths, flags and hash structure are still
+/// checked, so garbage is still an error, never a panic.
+pub fn decode_record_trusted(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, RecordError> {
+    decode_record_checked(bytes, offset, false)
+}
+
+fn decode_record_checked(
+    bytes: &[u8],
+    offset: usize,
+    verify_crc: bool,
+) -> Result<RecordView<'_>, RecordError> {
     let head = decode_record_head(bytes, offset)?;
     let record = offset
         .checked_add(head.len)
@@ -337,7 +353,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Result<RecordView<'_>, Reco
     let key_start = RECORD_HEADER_LEN + if expires { 8 } else { 0 };
     let value_start = key_start + head.key_len;
     let unpadded_end = value_start + head.value_len;
-    if crc32c::crc32c(&record[record::VERSION..unpadded_end]) != head.crc {
+    if verify_crc && crc32c::crc32c(&record[record::VERSION..unpadded_end]) != head.crc {
         return Err(RecordError::BadCrc(offset));
     }
     let view = RecordView {
