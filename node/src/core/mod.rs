@@ -166,6 +166,10 @@ impl CoreCtx {
             // Not while a transaction holds this core (nothing awaits in between).
             self.wait_unheld().await;
             let (cores, mut nodes, fenced) = self.run_local(pending, &mut out, false, count);
+            if cores.is_empty() && nodes.is_empty() && fenced.is_empty() {
+                // All served here (the common case): nothing to send or wait for.
+                break;
+            }
             let reads = take_one_sided(&mut nodes);
             let (from_cores, (from_nodes, mut moved), (read, fallback)) = futures::join!(
                 self.send_keys(cores),
