@@ -128,26 +128,62 @@ pub static COMMANDS: &[Spec] = &[
 
 /// The spec of command `name` (any case), with its upper-case name.
 pub fn lookup_name(name: &[u8]) -> Option<(&'static str, &'static Spec)> {
-    // Sorted upper-case names, built once: a binary search instead of upper-casing
-    // into a new String and walking the table on every request (`docs/perf.md`).
-    static INDEX: std::sync::OnceLock<Vec<(String, &'static Spec)>> = std::sync::OnceLock::new();
+    // Every name fits 16 bytes, so an upper-cased name is one u128: a binary search
+    // over a sorted index of those compares integers, with no String made per
+    // request (the table walk and the upper-cased String were measurable,
+    // `docs/perf.md`).
+    static INDEX: std::sync::OnceLock<Vec<(u128, String, &'static Spec)>> =
+        std::sync::OnceLock::new();
     let index = INDEX.get_or_init(|| {
         let mut v: Vec<_> = COMMANDS
             .iter()
-            .map(|s| (s.name.to_ascii_uppercase(), s))
+            .filter_map(|s| Some((name_key(s.name.as_bytes())?, s.name.to_ascii_uppercase(), s)))
             .collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v.sort_unstable_by_key(|e| e.0);
         v
     });
-    // Upper-cased once into a stack buffer, then compared as byte slices (memcmp).
-    let mut buf = [0u8; 24];
-    let upper_name = buf.get_mut(..name.len())?;
-    for (d, c) in upper_name.iter_mut().zip(name) {
+    let key = name_key(name)?;
+    let at = index.binary_search_by_key(&key, |e| e.0).ok()?;
+    let (_, upper, spec) = &index[at];
+    Some((upper.as_str(), *spec))
+}
+
+/// `name` upper-cased and packed into an integer with its length (so "GET\0" is not
+/// "GET"), if it is at most 15 bytes.
+fn name_key(name: &[u8]) -> Option<u128> {
+    if name.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    for (d, c) in buf.iter_mut().zip(name) {
         *d = c.to_ascii_uppercase();
     }
-    let at = index
-        .binary_search_by(|(upper, _)| upper.as_bytes().cmp(upper_name))
-        .ok()?;
-    let (upper, spec) = &index[at];
-    Some((upper.as_str(), *spec))
+    buf[15] = name.len() as u8;
+    Some(u128::from_le_bytes(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_found_in_any_case_and_nothing_else() {
+        for spec in COMMANDS {
+            for name in [spec.name.to_string(), spec.name.to_ascii_uppercase()] {
+                let (upper, found) = lookup_name(name.as_bytes()).expect(spec.name);
+                assert_eq!(found.name, spec.name);
+                assert_eq!(upper, spec.name.to_ascii_uppercase());
+            }
+        }
+        for other in [
+            &b"GET\0"[..],
+            b"GE",
+            b"",
+            b"\0",
+            b"hincrbyfloatxxxxxxxx",
+            b"g\xc3\xa9t",
+        ] {
+            assert!(lookup_name(other).is_none(), "{other:?}");
+        }
+    }
 }
