@@ -5,9 +5,11 @@ pub mod copy;
 pub mod fragment;
 pub mod hash;
 pub mod layout;
+pub mod rebuild;
 pub mod region;
 
 pub use copy::{CopyError, CopyHeader};
 pub use fragment::{Fragment, FragmentId, Geometry, StoreError};
 pub use hash::HashView;
 pub use layout::RecordView;
+pub use rebuild::{Rebuild, Rebuilt, SliceWork};
