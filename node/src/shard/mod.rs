@@ -18,6 +18,7 @@ use crate::cmd::keyop::{SetCond, Ttl};
 use crate::cmd::{self, KeyOp, KeyRequest};
 use crate::resp::Frame;
 use crate::router::table::{Owner, Routes};
+use crate::store::reap::drop_later;
 use crate::store::rebuild::Step;
 use crate::store::{Fragment, FragmentId, Geometry, Rebuild, Rebuilt, SliceWork, StoreError};
 use crate::telemetry::stats::{self, bump, set, CoreStats};
@@ -383,6 +384,7 @@ impl Shard {
         let compacted = fragment.compact(target, need, now, hugetlb)?;
         if let Some(old) = self.fragments.insert(lo.clone(), compacted) {
             old.retire();
+            drop_later(old);
         }
         self.compactions += 1;
         Ok(())
@@ -421,6 +423,7 @@ impl Shard {
         // remote reader holding its descriptor refreshes (decision 0007).
         if let Some(old) = self.fragments.insert(lo.clone(), lower) {
             old.retire();
+            drop_later(old);
         }
         self.fragments.insert(at.clone(), upper);
         self.env.routes.update(|t| t.add_boundary(&at));
@@ -436,6 +439,7 @@ impl Shard {
             Rebuilt::Compacted(fragment) => {
                 if let Some(old) = self.fragments.insert(lo.clone(), *fragment) {
                     old.retire();
+                    drop_later(old);
                 }
                 self.compactions += 1;
             }
@@ -621,8 +625,9 @@ impl Shard {
     /// Forget any rebuild of the fragment at `lo` (it is being replaced, moved,
     /// dropped or flushed): its targets are freed and nothing is swapped in.
     fn abandon_rebuild(&mut self, lo: &[u8]) {
-        if self.rebuilds.remove(lo).is_some() {
+        if let Some(rebuild) = self.rebuilds.remove(lo) {
             tracing::debug!(core = self.core, "rebuild abandoned");
+            drop_later(rebuild);
         }
         self.rebuild_queue.retain(|q| &q[..] != lo);
         self.rebuilds_changed();
@@ -677,6 +682,7 @@ impl Shard {
             self.abandon_rebuild(k);
             if let Some(f) = self.fragments.remove(k) {
                 self.drop_listing(f.id());
+                drop_later(f);
             }
         }
         self.publish_stats();
@@ -701,7 +707,9 @@ impl Shard {
                 .map(|f| f.compact(self.env.region_size as usize, 0, now, self.env.hugepages));
             match renewed {
                 Some(Ok(fresh)) => {
-                    self.fragments.insert(k, fresh);
+                    if let Some(old) = self.fragments.insert(k, fresh) {
+                        drop_later(old);
+                    }
                     self.compactions += 1;
                 }
                 Some(Err(e)) => tracing::error!(core = self.core, "cannot renew a region: {e}"),
@@ -883,7 +891,7 @@ impl Shard {
 
     fn flush(&mut self) {
         FLUSHES.fetch_add(1, Ordering::AcqRel);
-        self.rebuilds.clear();
+        drop_later(std::mem::take(&mut self.rebuilds));
         self.rebuild_queue.clear();
         self.rebuilds_changed();
         let geometry = self.env.geometry;
@@ -897,7 +905,11 @@ impl Shard {
                 1,
                 hugetlb,
             ) {
-                Ok(empty) => std::mem::replace(fragment, empty).retire(),
+                Ok(empty) => {
+                    let old = std::mem::replace(fragment, empty);
+                    old.retire();
+                    drop_later(old);
+                }
                 Err(e) => tracing::error!(core = self.core, "flush: cannot allocate region: {e}"),
             }
         }
