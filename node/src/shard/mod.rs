@@ -471,6 +471,16 @@ impl Shard {
         !self.rebuilds.is_empty() || !self.rebuild_queue.is_empty()
     }
 
+    /// Whether a rebuild trails the writes filling its fragment ([`Rebuild::behind`]):
+    /// its next slice should follow at once.
+    pub fn rebuild_behind(&self) -> bool {
+        self.rebuilds.iter().any(|(lo, rebuild)| {
+            self.fragments
+                .get(lo)
+                .is_some_and(|f| rebuild.is_for(f) && rebuild.behind(f))
+        })
+    }
+
     /// Ready when [`Shard::step_rebuild`] has work; else wakes `cx` when it gets some.
     pub fn poll_rebuild_work(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.rebuild_pending() {
@@ -1499,8 +1509,8 @@ mod tests {
 
     #[test]
     fn a_full_region_splits_in_slices_while_serving_between_them() {
-        // 88k keys, 6 MiB: a survey slice and a walk slice per 2048 keys at least.
-        let shard = rebuild_at_the_limit(u64::MAX, 2 * 88_000 / 2048);
+        // 88k keys, 6 MiB: a walk slice per 2048 keys at least.
+        let shard = rebuild_at_the_limit(u64::MAX, 88_000 / 2048);
         assert_eq!((shard.splits, shard.compactions), (1, 0));
         assert_eq!(shard.fragments.len(), 2);
         assert_eq!(shard.take_table_splits_len(), 1);
@@ -1542,6 +1552,7 @@ mod tests {
         let big_key = Bytes::from_static(b"key:big");
         for phase in [Phase::Survey, Phase::Walk, Phase::CatchUp] {
             let (mut shard, mut keys) = rebuilding(1 << 20, 1, 0);
+            shard.start_rebuilds();
             while rebuild_phase(&shard) != Some(phase) {
                 assert!(shard.step_rebuild(1).is_some(), "{phase:?} never came");
             }

@@ -665,8 +665,10 @@ impl Fragment {
         }
         let (slot_pos, old) = match (probe.found, probe.free_slot) {
             (Some((pos, old)), _) => {
-                let replaced = self.read_record(old)?;
-                let (live, len) = (!replaced.is_tombstone(), replaced.len);
+                // The probe just checked this record (crc and key): its head suffices.
+                let replaced = layout::decode_record_head(self.log(), old)?;
+                let live = replaced.flags & layout::FLAG_TOMBSTONE == 0;
+                let len = replaced.len;
                 if live {
                     self.live_keys -= 1;
                     self.live_bytes -= len;

@@ -2,10 +2,10 @@
 //! region keeps serving reads and writes (issue #12, decision 0015).
 //!
 //! A rebuild remembers the source's log tail when it starts (`start_tail`), then:
-//! 1. **survey** (splits only): walks the source's index reading record heads and keys
-//!    (no values, no crc) for a sample of split points and of record sizes, and every
-//!    large record exactly; picks the divider (the sample's median key) and sizes each
-//!    half by what it will hold;
+//! 1. **survey** (splits only): reads the heads and keys (no values, no crc) of about
+//!    [`SAMPLE`] live records at evenly spread index slots — a fair sample, since keys
+//!    sit in slots by hash — picks the divider (the sample's median key) and sizes each
+//!    half by what it will hold (usually one or two slices);
 //! 2. **walk**: the source's index again, slot by slot, copying each key's current
 //!    live record into the target holding its range; tombstones, expired records and
 //!    fields of dead hashes are dropped, as `copy_range` drops them;
@@ -43,10 +43,10 @@ pub const SLICE_RECORDS: usize = 2048;
 pub const SLICE_BYTES: usize = 256 << 10;
 /// Most index slots one slice looks at (an empty one costs one 8-byte load).
 pub const SLICE_SLOTS: usize = 8 * SLICE_RECORDS;
-/// Keys sampled for the divider, and records for the halves' sizes.
-const SAMPLE: usize = 1024;
-/// Records this large are counted exactly by the survey, not sampled: one of them can
-/// make its half large all by itself.
+/// Live records the survey samples for the divider and the halves' sizes.
+pub const SAMPLE: usize = 1024;
+/// Records this large are not scaled up by the survey's estimate, but counted as
+/// seen: one of them can make its half large all by itself.
 const BIG_RECORD: usize = 64 << 10;
 
 /// What a rebuild is doing.
@@ -106,85 +106,88 @@ const UNBOUNDED: Budget = Budget {
     bytes: usize::MAX,
 };
 
-/// What the survey learns: split candidates (client keys, every `key_stride`-th) and
-/// sizes (every `size_stride`-th small live record; large ones all).
+/// What the survey learns from live records sampled at spread-out index slots: split
+/// points (the client keys among them) and sizes (every record's route key and
+/// length, large ones kept apart).
 struct Survey {
-    key_stride: usize,
-    keys_seen: usize,
-    split_sample: Vec<Bytes>,
-    size_stride: usize,
-    small_count: usize,
-    small_bytes: usize,
-    size_sample: Vec<(Bytes, usize)>,
+    /// Index slots probed so far, in [`probe_order`].
+    probes: usize,
+    keys: Vec<Bytes>,
+    small: Vec<(Bytes, usize)>,
     big: Vec<(Bytes, usize)>,
 }
 
+/// The `i`-th slot the survey probes, of `slots` (a power of two): an odd stride near
+/// the golden ratio of the index, a permutation that spreads any prefix of it evenly
+/// over the index (keys sit in slots by hash, so evenly spread slots are a fair
+/// sample of the keys; probing them all is a full survey).
+fn probe_order(i: usize, slots: usize) -> usize {
+    let stride = ((slots as f64 * 0.618_033_988_75) as usize) | 1;
+    i.wrapping_mul(stride) & (slots - 1)
+}
+
 impl Survey {
-    fn new(source: &Fragment) -> Survey {
+    fn new() -> Survey {
         Survey {
-            key_stride: (source.key_count() / SAMPLE).max(1),
-            keys_seen: 0,
-            split_sample: Vec::with_capacity(SAMPLE.min(source.key_count()) + 1),
-            size_stride: (source.live_keys() / SAMPLE).max(1),
-            small_count: 0,
-            small_bytes: 0,
-            size_sample: Vec::with_capacity(SAMPLE.min(source.live_keys()) + 1),
+            probes: 0,
+            keys: Vec::with_capacity(SAMPLE),
+            small: Vec::with_capacity(SAMPLE),
             big: Vec::new(),
         }
     }
 
-    fn observe(&mut self, p: &Peek<'_>) {
-        // Only keys are split points (never a field key): a hash's fields route with
-        // its key, so no split can separate them. Keys written during the survey may
-        // add to the counts; the samples stay bounded.
-        if !p.is_field() {
-            if self.keys_seen.is_multiple_of(self.key_stride)
-                && self.split_sample.len() < 2 * SAMPLE
-            {
-                self.split_sample.push(Bytes::copy_from_slice(p.key));
-            }
-            self.keys_seen += 1;
-        }
-        let route = p.route_key();
-        if p.len >= BIG_RECORD {
-            self.big.push((Bytes::copy_from_slice(route), p.len));
-            return;
-        }
-        if self.small_count.is_multiple_of(self.size_stride) && self.size_sample.len() < 2 * SAMPLE
-        {
-            self.size_sample
-                .push((Bytes::copy_from_slice(route), p.len));
-        }
-        self.small_count += 1;
-        self.small_bytes += p.len;
+    fn done(&self, slots: usize) -> bool {
+        self.small.len() + self.big.len() >= SAMPLE || self.probes >= slots
     }
 
-    /// `[(keys, bytes) below at, (keys, bytes) from at on]`, estimated: the small
-    /// records' exact totals shared out as the sample shares them, plus the large ones
-    /// exactly, plus an eighth for the sample's error.
-    fn sides(&self, at: &[u8]) -> [(usize, usize); 2] {
+    fn observe(&mut self, p: &Peek<'_>) {
+        // Only keys are split points (never a field key): a hash's fields route with
+        // its key, so no split can separate them.
+        if !p.is_field() {
+            self.keys.push(Bytes::copy_from_slice(p.key));
+        }
+        let entry = (Bytes::copy_from_slice(p.route_key()), p.len);
+        if p.len >= BIG_RECORD {
+            self.big.push(entry);
+        } else {
+            self.small.push(entry);
+        }
+    }
+
+    /// `[(keys, bytes) below at, (keys, bytes) from at on]`, estimated for a source
+    /// holding `live_keys` records of `live_bytes`: the small records shared out as
+    /// the sample shares them, the large ones seen exactly, an eighth more for the
+    /// sample's error, and to each side whatever bytes the sample does not explain
+    /// (large records it missed: they may be on either side, and a log's untouched
+    /// tail costs address space, not memory).
+    fn sides(&self, at: &[u8], live_keys: usize, live_bytes: usize) -> [(usize, usize); 2] {
         let mut sampled = [(0usize, 0usize); 2];
-        for (k, len) in &self.size_sample {
+        for (k, len) in &self.small {
             let s = &mut sampled[usize::from(&k[..] >= at)];
             s.0 += 1;
             s.1 += len;
         }
         let (n, b) = (sampled[0].0 + sampled[1].0, sampled[0].1 + sampled[1].1);
+        let small_count = live_keys.saturating_sub(self.big.len());
+        let scale = |total: usize, part: usize, of: usize| {
+            (total as u128 * part as u128)
+                .checked_div(of as u128)
+                .unwrap_or(0) as usize
+        };
+        let small_mass = scale(small_count, b, n);
         let mut out = [(0usize, 0usize); 2];
         for (side, s) in out.iter_mut().zip(sampled) {
-            side.0 = (self.small_count as u128 * s.0 as u128)
-                .checked_div(n as u128)
-                .unwrap_or(0) as usize;
-            side.1 = (self.small_bytes as u128 * s.1 as u128)
-                .checked_div(b as u128)
-                .unwrap_or(0) as usize;
+            *side = (scale(small_count, s.0, n), scale(small_mass, s.1, b));
         }
+        let mut big_bytes = 0;
         for (k, len) in &self.big {
             let side = &mut out[usize::from(&k[..] >= at)];
             side.0 += 1;
             side.1 += len;
+            big_bytes += len;
         }
-        out.map(|(keys, bytes)| (keys + keys / 8 + 64, bytes + bytes / 8 + (4 << 10)))
+        let unseen = live_bytes.saturating_sub(small_mass + big_bytes);
+        out.map(|(keys, bytes)| (keys + keys / 8 + 64, bytes + bytes / 8 + (4 << 10) + unseen))
     }
 }
 
@@ -211,6 +214,8 @@ pub struct Rebuild {
     /// during the rebuild can add, which the targets must have room for.
     free_bytes: usize,
     free_slots: usize,
+    /// The source's used index slots at the start (to see how fast writes fill it).
+    start_used_slots: usize,
     upper_id: Option<FragmentId>,
     phase: Phase,
     /// Next index slot (survey, walk).
@@ -260,10 +265,11 @@ impl Rebuild {
             hugetlb,
             free_bytes: source.free_bytes(),
             free_slots: source.free_slots(),
+            start_used_slots: source.used_slots,
             upper_id,
             phase: Phase::Survey,
             cursor: 0,
-            survey: upper_id.map(|_| Survey::new(source)),
+            survey: upper_id.map(|_| Survey::new()),
             at: None,
             targets: Vec::new(),
             pending: Vec::new(),
@@ -303,6 +309,30 @@ impl Rebuild {
     /// The source's log tail when the rebuild started.
     pub fn start_tail(&self) -> usize {
         self.start_tail
+    }
+
+    /// Whether the writes since the start are filling the source's room faster than
+    /// the rebuild progresses: the copy should be done before half the room is gone,
+    /// and the catch-up should not trail by more than a slice (or at all once half
+    /// the room is gone). The caller then runs more than one slice per turn, so that
+    /// a busy fragment's rebuild keeps pace with its writers instead of letting the
+    /// region fill (which stalls every client of the core until it is finished).
+    pub fn behind(&self, source: &Fragment) -> bool {
+        let bytes =
+            (source.tail.saturating_sub(self.start_tail)) as f64 / self.free_bytes.max(1) as f64;
+        let slots = source.used_slots.saturating_sub(self.start_used_slots) as f64
+            / self.free_slots.max(1) as f64;
+        let fill = bytes.max(slots);
+        let slots_total = source.slot_count().max(1) as f64;
+        let progress = match self.phase {
+            Phase::Survey => 0.0,
+            Phase::Walk => self.cursor as f64 / slots_total,
+            Phase::Join | Phase::CatchUp => 1.0,
+        };
+        if progress < 1.0 {
+            return progress < (2.0 * fill).min(1.0);
+        }
+        source.tail.saturating_sub(self.replayed) > SLICE_BYTES || fill > 0.5
     }
 
     /// One slice of work (see the module doc for its bounds).
@@ -369,7 +399,8 @@ impl Rebuild {
         Ok(Step::More(work))
     }
 
-    /// Survey slots from `cursor`; true when every slot has been seen.
+    /// Sample records at spread-out slots until there are enough or every slot has
+    /// been probed; true when done.
     fn survey_slice(
         &mut self,
         source: &Fragment,
@@ -381,11 +412,11 @@ impl Rebuild {
             return true;
         };
         let total = source.slot_count();
-        while self.cursor < total {
+        while !survey.done(total) {
             if work.slots >= budget.slots || work.records >= budget.records {
                 return false;
             }
-            let slot = source.slot(self.cursor);
+            let slot = source.slot(probe_order(survey.probes, total));
             if slot != 0 {
                 if let Some(p) = source.peek(layout::slot_offset(slot)) {
                     let read = layout::RECORD_HEADER_LEN + p.key.len();
@@ -400,7 +431,7 @@ impl Rebuild {
                 work.records += 1;
             }
             work.slots += 1;
-            self.cursor += 1;
+            survey.probes += 1;
         }
         true
     }
@@ -453,14 +484,15 @@ impl Rebuild {
         let Some(mut survey) = self.survey.take() else {
             return self.plan_compaction(source);
         };
-        survey.split_sample.sort_unstable();
-        survey.split_sample.dedup();
-        let (Some(upper_id), true) = (self.upper_id, survey.split_sample.len() >= 2) else {
+        survey.keys.sort_unstable();
+        survey.keys.dedup();
+        let (Some(upper_id), true) = (self.upper_id, survey.keys.len() >= 2) else {
             return self.plan_compaction(source);
         };
         // Strictly above the smallest sampled key, so both halves hold keys.
-        let at = survey.split_sample[survey.split_sample.len() / 2].clone();
-        let [(lower_keys, lower_bytes), (upper_keys, upper_bytes)] = survey.sides(&at);
+        let at = survey.keys[survey.keys.len() / 2].clone();
+        let [(lower_keys, lower_bytes), (upper_keys, upper_bytes)] =
+            survey.sides(&at, source.live_keys, source.live_bytes);
         let lower = self.target(
             source,
             source.id,
