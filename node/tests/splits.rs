@@ -149,3 +149,56 @@ fn flushall_empties_every_core() {
     let _: () = c.set("after", "1").unwrap();
     assert_eq!(c.get::<_, String>("after").unwrap(), "1");
 }
+
+/// Splits and compactions run in slices between client requests (decision 0015):
+/// writes paced by their replies (a pipeline of 50 at a time, as a client waiting on
+/// its answers) never find a region full, so no write waits for a copy, while the
+/// fragments split and compact many times; every key stays readable meanwhile.
+#[test]
+fn splits_and_compactions_run_between_requests_without_stalls() {
+    let port = start_node(|c| {
+        c.cores = 1;
+        c.region_size = 1 << 20;
+    });
+    let mut c = client(port);
+    let mut reader = client(port);
+    let n = 20_000;
+    for batch in 0..n / 50 {
+        let mut pipe = redis::pipe();
+        for i in batch * 50..(batch + 1) * 50 {
+            pipe.cmd("SET")
+                .arg(format!("key:{i:06}"))
+                .arg(format!("value-{i:026}"))
+                .ignore();
+            // Overwrites too, so that some fragments compact rather than split.
+            pipe.cmd("SET")
+                .arg(format!("key:{:06}", i % 500))
+                .arg(format!("again-{i:026}"))
+                .ignore();
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+        let probe = batch * 37 % ((batch + 1) * 50);
+        let got: String = reader.get(format!("key:{probe:06}")).unwrap();
+        assert!(
+            got.starts_with("value-") || got.starts_with("again-"),
+            "{got}"
+        );
+    }
+    let count = |c: &mut redis::Connection, field: &str| -> u64 {
+        info_field(c, "augur", field).parse().unwrap()
+    };
+    let (splits, compactions) = (count(&mut c, "splits"), count(&mut c, "compactions"));
+    assert!(splits >= 3, "expected splits, saw {splits}");
+    assert!(compactions >= 1, "expected compactions, saw {compactions}");
+    assert!(count(&mut c, "rebuild_slices") > splits + compactions);
+    assert_eq!(
+        count(&mut c, "rebuild_stalls"),
+        0,
+        "a write waited for a copy"
+    );
+    for i in 500..n {
+        let v: String = reader.get(format!("key:{i:06}")).unwrap();
+        assert_eq!(v, format!("value-{i:026}"));
+    }
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), n as i64);
+}

@@ -118,6 +118,7 @@ impl CoreCtx {
             glommio::spawn_local(txn::drain_task(ctx.clone(), kicks)).detach();
         }
         glommio::spawn_local(maintenance(ctx.clone())).detach();
+        glommio::spawn_local(rebuild_slices(ctx.clone())).detach();
         glommio::spawn_local(telemetry_ticks(ctx.clone())).detach();
         if ctx.core == 0 {
             glommio::spawn_local(watch_handovers(ctx.clone())).detach();
@@ -1193,6 +1194,48 @@ pub async fn watch_fences(ctx: Rc<CoreCtx>) {
         if !ctx.is_held() {
             ctx.tidy_fences();
         }
+    }
+}
+
+/// How long the rebuild task pauses between two turns.
+const REBUILD_PAUSE: Duration = Duration::from_micros(20);
+
+/// Most slices in one turn, when a rebuild trails the writes filling its fragment,
+/// and the time after which a turn ends anyway (checked after each slice).
+const MAX_SLICES_PER_TURN: usize = 16;
+const TURN_BUDGET: Duration = Duration::from_millis(2);
+
+/// Incremental splits and compactions (decision 0015): while this core has any, one
+/// slice per turn, with the core's other work — client batches, other cores'
+/// requests — in between. Sleeps on the shard's waker while there is none.
+///
+/// A rebuild whose fragment fills faster than it copies (every client of the core
+/// writing into it) gets more slices a turn, up to [`MAX_SLICES_PER_TURN`] and
+/// [`TURN_BUDGET`]: a wait of a millisecond or two for the clients between two turns, rather
+/// than the region filling up and everyone waiting for the whole rest of the rebuild.
+///
+/// The pause between turns is a short timer, not a plain `yield_now`: glommio polls
+/// sockets and timers only when its task queue runs dry (or its 100 ms preempt timer
+/// fires), and a task that wakes itself at once keeps the queue from ever running dry,
+/// so clients waiting on their sockets would wait for the whole rebuild. With the
+/// timer, the queue drains, the reactor runs, every client with a request ready gets
+/// its turn, and then the next slice. The shard is borrowed only inside a turn.
+async fn rebuild_slices(ctx: Rc<CoreCtx>) {
+    loop {
+        futures::future::poll_fn(|cx| ctx.shard.borrow().poll_rebuild_work(cx)).await;
+        // A transaction holding this core sees nothing change under it.
+        ctx.wait_unheld().await;
+        {
+            let started = std::time::Instant::now();
+            let mut shard = ctx.shard.borrow_mut();
+            for _ in 0..MAX_SLICES_PER_TURN {
+                shard.step_rebuild(now_ms());
+                if !shard.rebuild_behind() || started.elapsed() >= TURN_BUDGET {
+                    break;
+                }
+            }
+        }
+        glommio::timer::sleep(REBUILD_PAUSE).await;
     }
 }
 

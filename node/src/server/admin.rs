@@ -175,6 +175,20 @@ pub fn render(shared: &NodeShared) -> String {
         true,
         |s| &s.compactions,
     );
+    per_core(
+        &mut registry,
+        "rebuild_stalls",
+        "Writes that waited for a split or compaction on the request path",
+        true,
+        |s| &s.rebuild_stalls,
+    );
+    per_core(
+        &mut registry,
+        "rebuild_slices",
+        "Slices of incremental splits and compactions",
+        true,
+        |s| &s.rebuild_slices,
+    );
     per_core(&mut registry, "keys", "Keys held", false, |s| &s.keys);
     per_core(
         &mut registry,

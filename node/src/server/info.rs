@@ -113,12 +113,15 @@ pub fn render(ctx: &CoreCtx, sections: &[String]) -> String {
         let routes = shared.routes.snapshot();
         let _ = write!(
             out,
-            "# Augur\r\nfragments:{}\r\nroute_ranges:{}\r\nroute_version:{}\r\nsplits:{}\r\ncompactions:{}\r\nfragment_moves:{}\r\ncross_core_requests:{}\r\n",
+            "# Augur\r\nfragments:{}\r\nroute_ranges:{}\r\nroute_version:{}\r\nsplits:{}\r\ncompactions:{}\r\nrebuilds_in_progress:{}\r\nrebuild_slices:{}\r\nrebuild_stalls:{}\r\nfragment_moves:{}\r\ncross_core_requests:{}\r\n",
             sum(|s| &s.fragments),
             routes.ranges(),
             routes.version,
             sum(|s| &s.splits),
             sum(|s| &s.compactions),
+            sum(|s| &s.rebuilds_active),
+            sum(|s| &s.rebuild_slices),
+            sum(|s| &s.rebuild_stalls),
             sum(|s| &s.moves_out),
             sum(|s| &s.cross_core),
         );

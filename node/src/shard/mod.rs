@@ -4,19 +4,23 @@
 
 pub mod fanout;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 
 use crate::cmd::keyop::{SetCond, Ttl};
 use crate::cmd::{self, KeyOp, KeyRequest};
 use crate::resp::Frame;
 use crate::router::table::{Owner, Routes};
-use crate::store::{Fragment, FragmentId, Geometry, StoreError};
+use crate::store::reap::drop_later;
+use crate::store::rebuild::Step;
+use crate::store::{Fragment, FragmentId, Geometry, Rebuild, Rebuilt, SliceWork, StoreError};
 use crate::telemetry::stats::{self, bump, set, CoreStats};
 use fanout::{FanoutBody, FanoutReply, FanoutReq, ScanType};
 
@@ -43,6 +47,14 @@ impl ShardEnv {
 /// Split points kept for the cluster table; beyond this they are dropped (the table
 /// stays coarser, which is safe).
 const MAX_PENDING_TABLE_SPLITS: usize = 1024;
+
+/// Fragments of one core rebuilt (split or compacted in slices) at once; each holds
+/// fresh regions while it runs. Others past the line wait for a turn (decision 0015).
+const MAX_REBUILDS: usize = 2;
+
+/// Regions whose incremental rebuild failed, remembered so that it is not tried again
+/// at every write; the synchronous path rebuilds them when they fill.
+const MAX_REFUSED: usize = 64;
 
 /// What became of a key request given to this core.
 /// MSETNX's refusal when its keys are not all on one core (Redis Cluster's code).
@@ -148,6 +160,16 @@ pub struct Shard {
     totals: std::cell::Cell<Totals>,
     env: ShardEnv,
     fragments: BTreeMap<Bytes, Fragment>,
+    /// Incremental rebuilds in progress, by the `lo` of the fragment they replace.
+    rebuilds: BTreeMap<Bytes, Rebuild>,
+    /// Fragments past the rebuild line waiting for a turn.
+    rebuild_queue: VecDeque<Bytes>,
+    /// The rebuild that ran the last slice (they take turns).
+    rebuild_turn: Option<Bytes>,
+    /// Region identities whose incremental rebuild failed.
+    rebuild_refused: HashSet<u64>,
+    /// Wakes the core's rebuild task when there is work for it.
+    rebuild_waker: AtomicWaker,
     /// Ranges given to other cores: lo → (hi, core).
     forwarded: BTreeMap<Bytes, (Option<Bytes>, usize)>,
     listings: HashMap<FragmentId, KeyListing>,
@@ -181,6 +203,11 @@ impl Shard {
             totals: Default::default(),
             env,
             fragments,
+            rebuilds: BTreeMap::new(),
+            rebuild_queue: VecDeque::new(),
+            rebuild_turn: None,
+            rebuild_refused: HashSet::new(),
+            rebuild_waker: AtomicWaker::new(),
             forwarded: BTreeMap::new(),
             listings: HashMap::new(),
             listing_bytes: 0,
@@ -285,7 +312,11 @@ impl Shard {
             let result = cmd::apply(fragment, &req.key, &req.op, now);
             self.totals
                 .set(self.totals.get().moved(before, Totals::of(fragment)));
+            let past_line = fragment.past_rebuild_line();
             let lo = fragment.lo().clone();
+            if past_line {
+                self.queue_rebuild(&lo);
+            }
             match result {
                 Ok(reply) => {
                     if matches!(req.op, KeyOp::Get) {
@@ -371,41 +402,59 @@ impl Shard {
         Frame::Integer(1)
     }
 
-    /// A fragment is full: split it if it has outgrown half a region, else compact it.
+    /// A fragment is full: a write waits for a split or compaction here, on the request
+    /// path (a stall, counted). If one is already in progress for it, finish that one;
+    /// else split it if it has outgrown half a region (and the record is not itself
+    /// bigger than half a region: a split cannot make room for that), else compact it
+    /// into a region sized by what it holds plus `need`.
     fn make_room(&mut self, lo: &Bytes, need: usize, now: u64) -> Result<(), StoreError> {
+        bump(&self.env.stats[self.core].rebuild_stalls, 1);
+        if self.finish_rebuild_now(lo, now) {
+            return Ok(());
+        }
+        self.abandon_rebuild(lo);
         let Some(fragment) = self.fragments.get(lo) else {
             return Ok(());
         };
         let target = self.env.region_size as usize;
         let hugetlb = self.env.hugepages;
         let half = self.env.geometry.log_capacity / 2;
-        if fragment.live_bytes() + need > half {
+        if need <= half && fragment.live_bytes() + need > half {
             if let Some(at) = fragment.split_key(now)? {
-                return self.split_at(lo, at, now);
+                return self.split_at(lo, at, need, now);
             }
         }
         let compacted = fragment.compact(target, need, now, hugetlb)?;
         if let Some(old) = self.fragments.insert(lo.clone(), compacted) {
             old.retire();
+            drop_later(old);
         }
         self.compactions += 1;
         Ok(())
     }
 
-    /// Split the fragment starting at `lo` at key `at`; the cluster table is told
-    /// later ([`Shard::take_table_splits`]).
-    fn split_at(&mut self, lo: &Bytes, at: Bytes, now: u64) -> Result<(), StoreError> {
+    /// Split the fragment starting at `lo` at key `at`, each half with room for `need`
+    /// more bytes; the cluster table is told later ([`Shard::take_table_splits`]).
+    fn split_at(&mut self, lo: &Bytes, at: Bytes, need: usize, now: u64) -> Result<(), StoreError> {
+        self.abandon_rebuild(lo);
         let Some(fragment) = self.fragments.get(lo) else {
             return Ok(());
         };
         let upper_id = self.env.next_fragment_id();
-        let (lower, upper) = fragment.split(
+        let (lower, upper) = fragment.split_with_room(
             at.clone(),
             upper_id,
             self.env.region_size as usize,
+            need,
             now,
             self.env.hugepages,
         )?;
+        self.install_split(lo, lower, upper, at);
+        Ok(())
+    }
+
+    /// Put the halves of a split in place of the fragment at `lo`.
+    fn install_split(&mut self, lo: &Bytes, lower: Fragment, upper: Fragment, at: Bytes) {
         tracing::debug!(
             core = self.core,
             lower = lower.live_keys(),
@@ -417,6 +466,7 @@ impl Shard {
         // remote reader holding its descriptor refreshes (decision 0007).
         if let Some(old) = self.fragments.insert(lo.clone(), lower) {
             old.retire();
+            drop_later(old);
         }
         self.fragments.insert(at.clone(), upper);
         self.env.routes.update(|t| t.add_boundary(&at));
@@ -424,12 +474,235 @@ impl Shard {
             self.table_splits.push(at);
         }
         self.splits += 1;
-        Ok(())
+    }
+
+    /// Put what a rebuild made in place of the fragment at `lo`, in one step.
+    fn install_rebuilt(&mut self, lo: &Bytes, done: Rebuilt) {
+        match done {
+            Rebuilt::Compacted(fragment) => {
+                if let Some(old) = self.fragments.insert(lo.clone(), *fragment) {
+                    old.retire();
+                    drop_later(old);
+                }
+                self.compactions += 1;
+            }
+            Rebuilt::Split { lower, upper, at } => self.install_split(lo, *lower, *upper, at),
+        }
+        // Fragments were replaced: the running totals are counted afresh.
+        self.recount();
+    }
+
+    // ---- incremental rebuilds (decision 0015) ------------------------------------
+
+    /// The fragment at `lo` is past the rebuild line: queue it for an incremental
+    /// rebuild (unless it has one, waits for one, or failed one) and wake the task.
+    fn queue_rebuild(&mut self, lo: &Bytes) {
+        if self.rebuilds.contains_key(lo) || self.rebuild_queue.contains(lo) {
+            return;
+        }
+        let refused = self
+            .fragments
+            .get(lo)
+            .is_none_or(|f| self.rebuild_refused.contains(&f.region().identity()));
+        if refused {
+            return;
+        }
+        self.rebuild_queue.push_back(lo.clone());
+        self.rebuild_waker.wake();
+    }
+
+    /// Whether the core's rebuild task has anything to do.
+    pub fn rebuild_pending(&self) -> bool {
+        !self.rebuilds.is_empty() || !self.rebuild_queue.is_empty()
+    }
+
+    /// Whether a rebuild trails the writes filling its fragment ([`Rebuild::behind`]):
+    /// its next slice should follow at once.
+    pub fn rebuild_behind(&self) -> bool {
+        self.rebuilds.iter().any(|(lo, rebuild)| {
+            self.fragments
+                .get(lo)
+                .is_some_and(|f| rebuild.is_for(f) && rebuild.behind(f))
+        })
+    }
+
+    /// Ready when [`Shard::step_rebuild`] has work; else wakes `cx` when it gets some.
+    pub fn poll_rebuild_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.rebuild_pending() {
+            return Poll::Ready(());
+        }
+        self.rebuild_waker.register(cx.waker());
+        if self.rebuild_pending() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Run one slice of one rebuild (they take turns), starting queued ones first; a
+    /// rebuild that caught up is swapped in within the same call. What the slice did,
+    /// or None when none ran (nothing to do, or the rebuild was abandoned or failed).
+    /// The core's rebuild task calls this between client batches.
+    pub fn step_rebuild(&mut self, now: u64) -> Option<SliceWork> {
+        self.start_rebuilds();
+        let lo = self
+            .rebuild_turn
+            .as_ref()
+            .and_then(|last| {
+                self.rebuilds
+                    .range::<Bytes, _>((Bound::Excluded(last), Bound::Unbounded))
+                    .next()
+            })
+            .or_else(|| self.rebuilds.iter().next())
+            .map(|(lo, _)| lo.clone())?;
+        self.rebuild_turn = Some(lo.clone());
+        let mut rebuild = self.rebuilds.remove(&lo)?;
+        let step = self
+            .fragments
+            .get(&lo)
+            .filter(|f| rebuild.is_for(f))
+            .map(|source| rebuild.step(source, now));
+        let work = match step {
+            None => {
+                tracing::debug!(core = self.core, "rebuild abandoned: its fragment changed");
+                None
+            }
+            Some(Ok(Step::More(work))) => {
+                self.rebuilds.insert(lo, rebuild);
+                Some(work)
+            }
+            Some(Ok(Step::Ready(work))) => {
+                // Nothing left to apply: swap now, before any other write.
+                let done = match self.fragments.get(&lo) {
+                    Some(source) => rebuild.finish(source, now),
+                    None => Err(StoreError::Rebuild("the fragment went away")),
+                };
+                match done {
+                    Ok(done) => self.install_rebuilt(&lo, done),
+                    Err(e) => {
+                        tracing::warn!(core = self.core, "incremental rebuild failed: {e}");
+                        self.refuse_rebuild(&lo);
+                    }
+                }
+                Some(work)
+            }
+            Some(Err(e)) => {
+                tracing::warn!(core = self.core, "incremental rebuild failed: {e}");
+                self.refuse_rebuild(&lo);
+                None
+            }
+        };
+        if work.is_some() {
+            bump(&self.env.stats[self.core].rebuild_slices, 1);
+        }
+        self.rebuilds_changed();
+        work
+    }
+
+    /// Start queued rebuilds while there is a free turn: a split if the fragment's
+    /// live data is past a quarter of a fresh region (what `make_room` decides with the
+    /// quarter a rebuild leaves free as `need`), else a compaction.
+    fn start_rebuilds(&mut self) {
+        while self.rebuilds.len() < MAX_REBUILDS {
+            let Some(lo) = self.rebuild_queue.pop_front() else {
+                break;
+            };
+            let Some(fragment) = self.fragments.get(&lo) else {
+                continue;
+            };
+            if self.rebuilds.contains_key(&lo)
+                || !fragment.past_rebuild_line()
+                || fragment.is_retired()
+                || self.rebuild_refused.contains(&fragment.region().identity())
+            {
+                continue;
+            }
+            let g = self.env.geometry;
+            let split = fragment.live_bytes() + g.log_capacity / 4 > g.log_capacity / 2
+                || fragment.live_keys() + g.slots() / 4 > g.slots() / 2;
+            let upper_id = split.then(|| self.env.next_fragment_id());
+            let target = self.env.region_size as usize;
+            match Rebuild::start(fragment, upper_id, target, self.env.hugepages) {
+                Ok(rebuild) => {
+                    tracing::debug!(core = self.core, split, "incremental rebuild started");
+                    self.rebuilds.insert(lo, rebuild);
+                }
+                Err(e) => {
+                    tracing::warn!(core = self.core, "cannot start a rebuild: {e}");
+                    self.refuse_rebuild(&lo);
+                }
+            }
+        }
+        self.rebuilds_changed();
+    }
+
+    /// The fragment at `lo` is full: if a rebuild of it is under way (its targets
+    /// made), finish it now and swap. True if it did.
+    fn finish_rebuild_now(&mut self, lo: &Bytes, now: u64) -> bool {
+        let Some(rebuild) = self.rebuilds.remove(lo) else {
+            return false;
+        };
+        self.rebuilds_changed();
+        let done = match self.fragments.get(lo) {
+            Some(source) if rebuild.is_for(source) && rebuild.has_targets() => {
+                rebuild.finish(source, now)
+            }
+            _ => return false,
+        };
+        match done {
+            Ok(done) => {
+                self.install_rebuilt(lo, done);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(core = self.core, "finishing a rebuild failed: {e}");
+                self.refuse_rebuild(lo);
+                false
+            }
+        }
+    }
+
+    /// Do not try an incremental rebuild of the region at `lo` again.
+    fn refuse_rebuild(&mut self, lo: &Bytes) {
+        if self.rebuild_refused.len() >= MAX_REFUSED {
+            let live: HashSet<u64> = self
+                .fragments
+                .values()
+                .map(|f| f.region().identity())
+                .collect();
+            self.rebuild_refused.retain(|id| live.contains(id));
+        }
+        if let Some(f) = self.fragments.get(lo) {
+            self.rebuild_refused.insert(f.region().identity());
+        }
+    }
+
+    /// Forget any rebuild of the fragment at `lo` (it is being replaced, moved,
+    /// dropped or flushed): its targets are freed and nothing is swapped in.
+    fn abandon_rebuild(&mut self, lo: &[u8]) {
+        if let Some(rebuild) = self.rebuilds.remove(lo) {
+            tracing::debug!(core = self.core, "rebuild abandoned");
+            drop_later(rebuild);
+        }
+        self.rebuild_queue.retain(|q| &q[..] != lo);
+        self.rebuilds_changed();
+    }
+
+    fn rebuilds_changed(&self) {
+        set(
+            &self.env.stats[self.core].rebuilds_active,
+            self.rebuilds.len() as u64,
+        );
     }
 
     /// Split points the cluster table has not been told about yet.
     pub fn take_table_splits(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.table_splits)
+    }
+
+    #[cfg(test)]
+    fn take_table_splits_len(&self) -> usize {
+        self.table_splits.len()
     }
 
     /// The fragments that make up `[lo, hi)`, in key order, if this core holds all of
@@ -461,8 +734,10 @@ impl Shard {
             .take_while(|k| hi.is_none_or(|h| &k[..] < h))
             .collect();
         for k in &gone {
+            self.abandon_rebuild(k);
             if let Some(f) = self.fragments.remove(k) {
                 self.drop_listing(f.id());
+                drop_later(f);
             }
         }
         self.publish_stats();
@@ -480,13 +755,16 @@ impl Shard {
             .map(|(k, _)| k.clone())
             .collect();
         for k in retired {
+            self.abandon_rebuild(&k);
             let renewed = self
                 .fragments
                 .get(&k)
                 .map(|f| f.compact(self.env.region_size as usize, 0, now, self.env.hugepages));
             match renewed {
                 Some(Ok(fresh)) => {
-                    self.fragments.insert(k, fresh);
+                    if let Some(old) = self.fragments.insert(k, fresh) {
+                        drop_later(old);
+                    }
                     self.compactions += 1;
                 }
                 Some(Err(e)) => tracing::error!(core = self.core, "cannot renew a region: {e}"),
@@ -529,7 +807,7 @@ impl Shard {
         };
         match at {
             Some(at) if at != lo => {
-                let split = self.split_at(&lo, at, now);
+                let split = self.split_at(&lo, at, 0, now);
                 self.publish_stats();
                 split?;
                 Ok(true)
@@ -611,6 +889,7 @@ impl Shard {
             .filter(|(_, f)| (f.used_bytes() as u64) <= gap)
             .max_by_key(|(_, f)| f.used_bytes())
             .map(|(lo, _)| lo.clone())?;
+        self.abandon_rebuild(&lo);
         let fragment = self.fragments.remove(&lo)?;
         Some((target, fragment))
     }
@@ -635,6 +914,7 @@ impl Shard {
         let hi = fragment.hi().cloned();
         let inside = |k: &Bytes| *k >= lo && hi.as_ref().is_none_or(|h| k < h);
         self.forwarded.retain(|k, _| !inside(k));
+        self.abandon_rebuild(&lo);
         self.fragments.insert(lo.clone(), fragment);
         let core = self.core;
         self.env
@@ -683,6 +963,9 @@ impl Shard {
 
     fn flush(&mut self) {
         FLUSHES.fetch_add(1, Ordering::AcqRel);
+        drop_later(std::mem::take(&mut self.rebuilds));
+        self.rebuild_queue.clear();
+        self.rebuilds_changed();
         let geometry = self.env.geometry;
         let hugetlb = self.env.hugepages;
         for fragment in self.fragments.values_mut() {
@@ -694,7 +977,11 @@ impl Shard {
                 1,
                 hugetlb,
             ) {
-                Ok(empty) => std::mem::replace(fragment, empty).retire(),
+                Ok(empty) => {
+                    let old = std::mem::replace(fragment, empty);
+                    old.retire();
+                    drop_later(old);
+                }
                 Err(e) => tracing::error!(core = self.core, "flush: cannot allocate region: {e}"),
             }
         }
@@ -870,6 +1157,7 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::router::table::RouteTable;
+    use crate::store::rebuild::Phase;
     use crate::store::Geometry;
     use std::collections::BTreeSet;
 
@@ -1143,5 +1431,287 @@ mod tests {
         let got: BTreeSet<Bytes> = full_scan(&mut shard, 50, |_| {}).into_iter().collect();
         assert!(keys.is_subset(&got));
         assert!(shard.listings.len() <= 1);
+    }
+
+    // ---- incremental rebuilds (decision 0015) ------------------------------------
+
+    /// A one-core shard holding the whole key space in one fragment, with regions of
+    /// `region_size` (16 MiB is the node's default).
+    fn one_fragment_shard(region_size: usize, cores: usize) -> Shard {
+        let env = ShardEnv {
+            cores,
+            routes: Arc::new(Routes::new(RouteTable::initial(1))),
+            stats: Arc::from((0..cores).map(|_| CoreStats::default()).collect::<Vec<_>>()),
+            fragment_ids: Arc::new(AtomicU64::new(0)),
+            geometry: Geometry::sized_for(region_size, 72),
+            region_size: region_size as u64,
+            hugepages: false,
+        };
+        Shard::new(0, env, vec![(Bytes::new(), None)]).unwrap()
+    }
+
+    fn run_op(shard: &mut Shard, key: &Bytes, op: KeyOp) -> Frame {
+        done(shard.execute(
+            &KeyRequest {
+                key: key.clone(),
+                op,
+            },
+            1,
+        ))
+    }
+
+    fn put(shard: &mut Shard, key: &Bytes, value: Bytes) {
+        let set = KeyOp::Set {
+            value,
+            ttl: Ttl::Clear,
+            cond: SetCond::Always,
+            get: false,
+        };
+        assert_eq!(run_op(shard, key, set), Frame::ok());
+    }
+
+    fn get(shard: &mut Shard, key: &Bytes) -> Frame {
+        run_op(shard, key, KeyOp::Get)
+    }
+
+    fn stat(shard: &Shard, field: impl Fn(&CoreStats) -> &AtomicU64) -> u64 {
+        stats::get(field(&shard.env.stats[shard.core]))
+    }
+
+    /// 32-byte values, as `redis-benchmark -d 32`.
+    fn value(i: u64) -> Bytes {
+        Bytes::from(format!("{i:032}"))
+    }
+
+    /// Writes to a fragment past three quarters of a full 16 MiB region, then its
+    /// rebuild one slice at a time, and between every two slices client requests: new
+    /// keys, overwrites, deletes, and GETs of old and new keys, each checked against a
+    /// model. Every GET comes between two slices — it waits for one slice at most —
+    /// and every slice keeps to its bounds. `distinct`: how many keys the filling
+    /// writes cycle through (few: a compaction; all distinct: a split); the rebuild
+    /// must take at least `min_slices`.
+    fn rebuild_at_the_limit(distinct: u64, min_slices: usize) -> Shard {
+        use crate::store::rebuild::{SLICE_BYTES, SLICE_RECORDS, SLICE_SLOTS};
+        let mut shard = one_fragment_shard(16 << 20, 1);
+        let mut model: HashMap<Bytes, Option<Bytes>> = HashMap::new();
+        let key = |i: u64| Bytes::from(format!("key:{i:08}"));
+        let mut i = 0u64;
+        while !shard.rebuild_pending() {
+            let k = key(i % distinct);
+            put(&mut shard, &k, value(i));
+            model.insert(k, Some(value(i)));
+            i += 1;
+        }
+        let source = shard.fragment_for(b"key:").unwrap();
+        let (generation, identity) = (source.generation(), source.region().identity());
+        assert!(source.region_len() > 9 << 20, "a full-size region");
+        assert!(source.used_bytes() > source.region_len() / 2);
+        let mut slices = 0;
+        let mut n = 0u64;
+        while shard.rebuild_pending() {
+            let Some(work) = shard.step_rebuild(1) else {
+                continue;
+            };
+            slices += 1;
+            assert!(work.records <= SLICE_RECORDS, "{work:?}");
+            assert!(work.slots <= SLICE_SLOTS, "{work:?}");
+            assert!(work.bytes <= SLICE_BYTES, "{work:?}");
+            // Clients between two slices: a new key, an overwrite, a delete, reads.
+            for _ in 0..4 {
+                let new = Bytes::from(format!("new:{n:06}"));
+                put(&mut shard, &new, value(n));
+                model.insert(new, Some(value(n)));
+                let old = key(n * 7919 % i.min(distinct));
+                put(&mut shard, &old, value(n + 1_000_000));
+                model.insert(old, Some(value(n + 1_000_000)));
+                let gone = key(n * 104_729 % i.min(distinct));
+                run_op(&mut shard, &gone, KeyOp::Del);
+                model.insert(gone, None);
+                n += 1;
+            }
+            for probe in [
+                key(n * 31 % i.min(distinct)),
+                key(n * 7919 % i.min(distinct)),
+                key((n - 1) * 7919 % i.min(distinct)),
+                key((n - 1) * 104_729 % i.min(distinct)),
+                Bytes::from(format!("new:{:06}", n - 1)),
+                Bytes::from(format!("new:{:06}", n / 2)),
+            ] {
+                let expected = match model.get(&probe).cloned().flatten() {
+                    Some(v) => Frame::Bulk(v),
+                    None => Frame::Null,
+                };
+                assert_eq!(
+                    get(&mut shard, &probe),
+                    expected,
+                    "{probe:?} after {slices} slices"
+                );
+            }
+            if shard.rebuild_pending() {
+                // Still served by the old region, live.
+                let f = shard.fragment_for(b"key:").unwrap();
+                assert_eq!(
+                    (f.generation(), f.region().identity()),
+                    (generation, identity)
+                );
+                assert!(!f.is_retired());
+            }
+        }
+        assert!(slices >= min_slices, "{slices} slices: not incremental");
+        assert_eq!(stat(&shard, |s| &s.rebuild_stalls), 0);
+        assert_eq!(stat(&shard, |s| &s.rebuilds_active), 0);
+        let f = shard.fragment_for(b"key:").unwrap();
+        assert_eq!(f.generation(), generation + 1, "swapped in");
+        for (k, v) in &model {
+            let expected = v.clone().map_or(Frame::Null, Frame::Bulk);
+            assert_eq!(get(&mut shard, k), expected, "{k:?} after the switch");
+        }
+        shard
+    }
+
+    #[test]
+    fn a_full_region_splits_in_slices_while_serving_between_them() {
+        // 88k keys, 6 MiB: a walk slice per 2048 keys at least.
+        let shard = rebuild_at_the_limit(u64::MAX, 88_000 / 2048);
+        assert_eq!((shard.splits, shard.compactions), (1, 0));
+        assert_eq!(shard.fragments.len(), 2);
+        assert_eq!(shard.take_table_splits_len(), 1);
+    }
+
+    #[test]
+    fn a_full_region_compacts_in_slices_while_serving_between_them() {
+        // 25k live keys in a log of 6 MiB of overwrites: the walk copies 1.8 MiB.
+        let shard = rebuild_at_the_limit(25_000, 25_000 / 2048);
+        assert_eq!((shard.splits, shard.compactions), (0, 1));
+        assert_eq!(shard.fragments.len(), 1);
+        let f = shard.fragment_for(b"key:").unwrap();
+        assert!(!f.past_rebuild_line());
+    }
+
+    /// A fragment past the line with its rebuild `slices` slices in.
+    fn rebuilding(region_size: usize, cores: usize, slices: usize) -> (Shard, Vec<Bytes>) {
+        let mut shard = one_fragment_shard(region_size, cores);
+        let mut keys = Vec::new();
+        while !shard.rebuild_pending() {
+            let k = Bytes::from(format!("key:{:08}", keys.len()));
+            put(&mut shard, &k, value(keys.len() as u64));
+            keys.push(k);
+        }
+        for _ in 0..slices {
+            assert!(shard.step_rebuild(1).is_some());
+        }
+        assert!(shard.rebuild_pending(), "still in progress");
+        (shard, keys)
+    }
+
+    fn rebuild_phase(shard: &Shard) -> Option<Phase> {
+        shard.rebuilds.values().next().map(|r| r.phase())
+    }
+
+    #[test]
+    fn a_large_value_lands_in_any_phase_of_a_rebuild() {
+        let big = Bytes::from(vec![b'x'; 10 << 20]);
+        let big_key = Bytes::from_static(b"key:big");
+        for phase in [Phase::Survey, Phase::Walk, Phase::CatchUp] {
+            let (mut shard, mut keys) = rebuilding(1 << 20, 1, 0);
+            shard.start_rebuilds();
+            while rebuild_phase(&shard) != Some(phase) {
+                assert!(shard.step_rebuild(1).is_some(), "{phase:?} never came");
+            }
+            // Writes the catch-up has to apply.
+            for i in 0..10 {
+                let k = Bytes::from(format!("key:late:{i}"));
+                put(&mut shard, &k, value(keys.len() as u64));
+                keys.push(k);
+            }
+            put(&mut shard, &big_key, big.clone());
+            assert!(stat(&shard, |s| &s.rebuild_stalls) >= 1, "a counted stall");
+            assert!(shard.rebuilds.is_empty(), "{phase:?}: finished or replaced");
+            assert_eq!(get(&mut shard, &big_key), Frame::Bulk(big.clone()));
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!(
+                    get(&mut shard, k),
+                    Frame::Bulk(value(i as u64)),
+                    "{phase:?}"
+                );
+            }
+            for k in keys.iter().chain([&big_key]) {
+                let deleted = run_op(&mut shard, k, KeyOp::Del);
+                assert_eq!(deleted, Frame::Integer(1), "{phase:?} {k:?}");
+            }
+            let total: usize = shard.fragments.values().map(|f| f.key_count()).sum();
+            assert_eq!(total, 0);
+            put(&mut shard, &Bytes::from_static(b"after"), value(1));
+        }
+    }
+
+    #[test]
+    fn a_rebuild_is_abandoned_when_its_fragment_is_flushed_dropped_retired_or_split() {
+        let (mut shard, _) = rebuilding(1 << 20, 1, 1);
+        shard.flush();
+        assert!(!shard.rebuild_pending());
+        assert_eq!(stat(&shard, |s| &s.rebuilds_active), 0);
+        assert_eq!(
+            get(&mut shard, &Bytes::from_static(b"key:00000001")),
+            Frame::Null
+        );
+
+        let (mut shard, _) = rebuilding(1 << 20, 1, 1);
+        assert_eq!(shard.drop_range(b"", None), 1);
+        assert!(!shard.rebuild_pending());
+
+        // A fence retires the region: the next slice notices and drops the rebuild.
+        let (mut shard, keys) = rebuilding(1 << 20, 1, 1);
+        shard.fragment_for(b"key:").unwrap().retire();
+        assert!(shard.step_rebuild(1).is_none());
+        assert!(!shard.rebuild_pending());
+        assert!(
+            shard.fragment_for(b"key:").unwrap().is_retired(),
+            "nothing swapped in"
+        );
+        assert_eq!(get(&mut shard, &keys[5]), Frame::Bulk(value(5)));
+
+        // A load split (synchronous) replaces the fragment first.
+        let (mut shard, keys) = rebuilding(1 << 20, 1, 1);
+        assert!(shard.split_hot(b"key:", 1).unwrap());
+        assert!(shard.rebuilds.is_empty());
+        assert_eq!(shard.splits, 1);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(get(&mut shard, k), Frame::Bulk(value(i as u64)));
+        }
+    }
+
+    #[test]
+    fn a_rebuild_is_abandoned_when_its_fragment_moves_to_another_core() {
+        let (mut shard, _) = rebuilding(1 << 20, 2, 1);
+        // A second fragment, so that one can move; the core looks heavy.
+        shard.split_hot(b"key:", 1).unwrap();
+        let mut i = 0;
+        while !shard.rebuild_pending() {
+            put(
+                &mut shard,
+                &Bytes::from(format!("key:more:{i:06}")),
+                value(i),
+            );
+            i += 1;
+        }
+        shard.step_rebuild(1);
+        assert_eq!(shard.rebuilds.len(), 1);
+        stats::set(&shard.env.stats[0].used_bytes, 1 << 40);
+        let (_, fragment) = shard.pick_fragment_to_move().unwrap();
+        assert!(shard.rebuilds.is_empty(), "the move abandons the rebuild");
+        assert!(shard.step_rebuild(1).is_none());
+        // The move failed: the fragment is back, and a later write rebuilds it.
+        shard.keep(fragment);
+        assert!(!shard.rebuild_pending());
+        put(&mut shard, &Bytes::from_static(b"key:more:again"), value(0));
+        assert!(shard.rebuild_pending());
+        while shard.rebuild_pending() {
+            shard.step_rebuild(1);
+        }
+        assert_eq!(
+            get(&mut shard, &Bytes::from_static(b"key:more:again")),
+            Frame::Bulk(value(0))
+        );
     }
 }

@@ -719,7 +719,7 @@ fn next_seq_after(max_version: Option<(u64, usize)>, epoch: u64) -> Result<u64, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -743,7 +743,7 @@ mod tests {
         region
     }
 
-    fn copy_of(src: &Fragment) -> Result<Fragment, StoreError> {
+    pub(in crate::store) fn copy_of(src: &Fragment) -> Result<Fragment, StoreError> {
         Fragment::from_copy(
             copy_region(src),
             src.id(),

@@ -36,6 +36,8 @@ pub enum StoreError {
     BadCopy(#[from] super::copy::CopyError),
     #[error("region allocation failed: {0}")]
     Alloc(#[from] std::io::Error),
+    #[error("rebuild: {0}")]
+    Rebuild(&'static str),
 }
 
 /// How many buckets and how many log bytes a region has.
@@ -75,8 +77,44 @@ impl Geometry {
         (buckets as f64 * layout::SLOTS_PER_BUCKET as f64 * MAX_LOAD) as usize
     }
 
+    /// Index slots this geometry may use before its index counts as full.
+    pub fn slots(&self) -> usize {
+        Self::slot_capacity(self.buckets)
+    }
+
     pub fn region_len(&self) -> usize {
         layout::log_start(self.buckets) + self.log_capacity
+    }
+}
+
+/// A record's length, flags, expiry and key, read without checking its crc: for
+/// estimates that must not cost a pass over the values (split sizing). Never trusted
+/// for data: whatever is copied is read with `read_record_verified`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peek<'a> {
+    pub(super) len: usize,
+    pub(super) flags: u16,
+    pub(super) expire_at_ms: Option<u64>,
+    pub(super) key: &'a [u8],
+}
+
+impl Peek<'_> {
+    pub(super) fn is_field(&self) -> bool {
+        self.flags & layout::FLAG_FIELD != 0
+    }
+
+    /// Not a tombstone and not expired at `now_ms`.
+    pub(super) fn is_live(&self, now_ms: u64) -> bool {
+        self.flags & layout::FLAG_TOMBSTONE == 0 && self.expire_at_ms.is_none_or(|t| t > now_ms)
+    }
+
+    /// As `RecordView::route_key`: a field goes with its hash.
+    pub(super) fn route_key(&self) -> &[u8] {
+        if self.is_field() {
+            layout::split_field_key(self.key).map_or(self.key, |(k, _)| k)
+        } else {
+            self.key
+        }
     }
 }
 
@@ -255,7 +293,7 @@ impl Fragment {
     }
 
     /// The log as far as it is written: decoding never reads past the tail.
-    fn log(&self) -> &[u8] {
+    pub(super) fn log(&self) -> &[u8] {
         &self.region.bytes()[..self.tail]
     }
 
@@ -276,6 +314,57 @@ impl Fragment {
             }
         }
         Err(StoreError::Corrupt(last))
+    }
+
+    /// The record at `offset`, unchecked (see [`Peek`]); None if its head is not
+    /// self-consistent or it runs past the tail.
+    pub(super) fn peek(&self, offset: usize) -> Option<Peek<'_>> {
+        let log = self.log();
+        let head = layout::decode_record_head(log, offset).ok()?;
+        let expires = head.flags & layout::FLAG_EXPIRES != 0;
+        let expiry_at = offset + layout::RECORD_HEADER_LEN;
+        let key_start = expiry_at + if expires { 8 } else { 0 };
+        let key = log.get(key_start..key_start.checked_add(head.key_len)?)?;
+        let expire_at_ms = match expires {
+            true => Some(layout::u64_at(log.get(expiry_at..expiry_at + 8)?, 0)),
+            false => None,
+        };
+        Some(Peek {
+            len: head.len,
+            flags: head.flags,
+            expire_at_ms,
+            key,
+        })
+    }
+
+    /// Number of index slots (used or not).
+    pub(super) fn slot_count(&self) -> usize {
+        (self.bucket_mask + 1) * layout::SLOTS_PER_BUCKET
+    }
+
+    /// Index slot number `n` (0..`slot_count`), as published.
+    pub(super) fn slot(&self, n: usize) -> u64 {
+        self.region.load_acquire(layout::HEADER_LEN + n * 8)
+    }
+
+    /// Whether the log or the index is three quarters full: the point at which a core
+    /// starts rebuilding the fragment (split or compaction) in slices, early enough
+    /// that the rebuild usually finishes before either fills (decision 0015).
+    pub fn past_rebuild_line(&self) -> bool {
+        let log_start = layout::log_start(self.bucket_mask + 1);
+        let used = self.tail - log_start;
+        let capacity = self.region.len() - log_start;
+        used * 4 >= capacity * 3 || self.used_slots * 4 >= self.max_slots * 3
+    }
+
+    /// Log bytes left before the region is full.
+    pub fn free_bytes(&self) -> usize {
+        self.region.len() - self.tail
+    }
+
+    /// Index slots left before the index counts as full.
+    pub fn free_slots(&self) -> usize {
+        self.max_slots.saturating_sub(self.used_slots)
     }
 
     /// `field`: look for a hash field record (else a key's): the kind is part of the
@@ -582,6 +671,64 @@ impl Fragment {
         Ok(())
     }
 
+    /// Append an already encoded record verbatim as its key's current record, taking
+    /// over the key's slot if it has one here (an incremental rebuild's copy and
+    /// catch-up, which may apply several records of one key). Keeps the counters,
+    /// the expiry queue and `changes`, not the hash field sets (the caller does, see
+    /// `track_hash`). Returns the record's offset here and the one it replaced.
+    pub(super) fn place_record(
+        &mut self,
+        bytes: &[u8],
+        r: &RecordView<'_>,
+    ) -> Result<(usize, Option<usize>), StoreError> {
+        let hash = layout::key_hash(r.key);
+        let field = r.is_field();
+        let probe = self.probe(r.key, hash, field)?;
+        // What is needed of the replaced record, so the probe's borrow ends here.
+        let found = probe
+            .found
+            .map(|(pos, old, replaced)| (pos, old, !replaced.is_tombstone(), replaced.len));
+        if !self.has_room(bytes.len(), found.is_none()) {
+            return Err(StoreError::Full { need: bytes.len() });
+        }
+        let (slot_pos, old) = match (found, probe.free_slot) {
+            (Some((pos, old, live, len)), _) => {
+                if live {
+                    self.live_keys -= 1;
+                    self.live_bytes -= len;
+                    if field {
+                        self.live_fields -= 1;
+                    }
+                }
+                (pos, Some(old))
+            }
+            (None, Some(pos)) => {
+                self.used_slots += 1;
+                (pos, None)
+            }
+            (None, None) => return Err(StoreError::Full { need: bytes.len() }),
+        };
+        let offset = self.tail;
+        self.region.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.tail += bytes.len();
+        self.region
+            .store_release(header::LOG_TAIL, self.tail as u64);
+        self.region
+            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
+        if !r.is_tombstone() {
+            self.live_keys += 1;
+            self.live_bytes += bytes.len();
+            if field {
+                self.live_fields += 1;
+            }
+        }
+        if let Some(t) = r.expire_at_ms {
+            self.expiries.insert((t, offset));
+        }
+        self.changes += 1;
+        Ok((offset, old))
+    }
+
     /// A compacted copy with room for at least `need` more bytes, in a region sized
     /// from `target_len` and the records' average size.
     pub fn compact(
@@ -610,7 +757,7 @@ impl Fragment {
         )
     }
 
-    fn average_record(&self) -> usize {
+    pub(super) fn average_record(&self) -> usize {
         self.live_bytes.checked_div(self.live_keys).unwrap_or(64)
     }
 
@@ -648,25 +795,67 @@ impl Fragment {
         now_ms: u64,
         hugetlb: bool,
     ) -> Result<(Fragment, Fragment), StoreError> {
-        // Each half gets about half the keys; the sample median can be off, so leave
-        // room for 5/8. Asking for more would double the index (a power of two) and
-        // leave it a quarter full.
-        // A hash's fields all go to the side of its key, so with hashes the halves
-        // can be far from even by bytes: then each side gets room for everything.
-        let hashes = self.live_fields > 0;
-        let share = |n: usize| if hashes { n + 1 } else { n / 2 + n / 8 + 1 };
-        let geometry = Geometry::sized_for(target_len, self.average_record())
-            .with_room_for(share(self.live_keys), share(self.live_bytes));
+        self.split_with_room(at, upper_id, target_len, 0, now_ms, hugetlb)
+    }
+
+    /// `split`, each half with room for `need` more bytes besides what it holds.
+    ///
+    /// Each half is sized by what it really holds (one pass over the record heads and
+    /// keys, no values): room for a quarter more keys than it gets, and twice its
+    /// bytes. A large value makes its half large and the other small; a hash's fields
+    /// all go to the side of its key. Halves of an ordinary fragment (a median split,
+    /// small records) get the default geometry, as before.
+    pub fn split_with_room(
+        &self,
+        at: Bytes,
+        upper_id: FragmentId,
+        target_len: usize,
+        need: usize,
+        now_ms: u64,
+        hugetlb: bool,
+    ) -> Result<(Fragment, Fragment), StoreError> {
+        let [(lower_keys, lower_bytes), (upper_keys, upper_bytes)] =
+            self.measure_sides(&at, now_ms);
+        let base = Geometry::sized_for(target_len, self.average_record());
+        let side =
+            |keys: usize, bytes: usize| base.with_room_for(keys + keys / 4 + 1, 2 * bytes + need);
         let lower = self.copy_range(
             self.id,
             self.lo.clone(),
             Some(at.clone()),
-            geometry,
+            side(lower_keys, lower_bytes),
             now_ms,
             hugetlb,
         )?;
-        let upper = self.copy_range(upper_id, at, self.hi.clone(), geometry, now_ms, hugetlb)?;
+        let upper = self.copy_range(
+            upper_id,
+            at,
+            self.hi.clone(),
+            side(upper_keys, upper_bytes),
+            now_ms,
+            hugetlb,
+        )?;
         Ok((lower, upper))
+    }
+
+    /// `(live records, their bytes)` below `at` and from `at` on, by route key, at
+    /// `now_ms` (fields of dead hashes counted too: an overestimate is harmless).
+    fn measure_sides(&self, at: &[u8], now_ms: u64) -> [(usize, usize); 2] {
+        let mut sides = [(0, 0); 2];
+        for n in 0..self.slot_count() {
+            let slot = self.slot(n);
+            if slot == 0 {
+                continue;
+            }
+            if let Some(p) = self.peek(layout::slot_offset(slot)) {
+                if p.is_live(now_ms) {
+                    let side = &mut sides[usize::from(p.route_key() >= at)];
+                    side.0 += 1;
+                    side.1 += p.len;
+                }
+            }
+        }
+        sides
     }
 }
 

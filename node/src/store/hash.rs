@@ -279,6 +279,26 @@ impl Fragment {
         }
     }
 
+    /// Put the field record at `offset` into the set of hash `hash_key`, if that hash
+    /// is here with incarnation `incarnation` (a rebuild's walk meets fields before
+    /// their header as often as after it, and joins those afterwards).
+    pub(super) fn join_field(
+        &mut self,
+        hash_key: &[u8],
+        order: u64,
+        offset: usize,
+        incarnation: u64,
+    ) {
+        if let Some(h) = self.hashes.get_mut(hash_key) {
+            if h.incarnation == incarnation {
+                h.last_field_write = h.last_field_write.max(offset);
+                if h.fields.insert((order, offset)) {
+                    self.hash_heap_bytes += FIELD_HEAP;
+                }
+            }
+        }
+    }
+
     fn drop_hash(&mut self, key: &[u8]) {
         if self.hashes.is_empty() {
             return;

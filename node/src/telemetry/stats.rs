@@ -17,6 +17,14 @@ pub struct CoreStats {
     pub expired: AtomicU64,
     pub splits: AtomicU64,
     pub compactions: AtomicU64,
+    /// Writes that found their fragment full and waited for a split or compaction on
+    /// the request path (finishing an incremental one, or a whole one): each is a
+    /// stall of every client of the core (decision 0015).
+    pub rebuild_stalls: AtomicU64,
+    /// Slices of incremental splits and compactions run between client batches.
+    pub rebuild_slices: AtomicU64,
+    /// Incremental splits and compactions in progress (a gauge).
+    pub rebuilds_active: AtomicU64,
     pub moves_out: AtomicU64,
     /// Key requests from this node's clients, counted once each when first routed ...
     pub key_requests: AtomicU64,
