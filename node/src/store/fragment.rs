@@ -645,6 +645,19 @@ impl Fragment {
         }
     }
 
+    /// Append encoded record bytes to the log and point `slot_pos` at them. The tail
+    /// is published before the slot, so a reader never follows a slot past the tail.
+    fn append_encoded(&mut self, bytes: &[u8], slot_pos: usize, hash: u64) -> usize {
+        let offset = self.tail;
+        self.region.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.tail += bytes.len();
+        self.region
+            .store_release(header::LOG_TAIL, self.tail as u64);
+        self.region
+            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
+        offset
+    }
+
     /// Append an already encoded record verbatim (compaction, split, migration).
     fn adopt_record(&mut self, bytes: &[u8], r: RecordView<'_>) -> Result<(), StoreError> {
         let hash = layout::key_hash(r.key);
@@ -655,13 +668,7 @@ impl Fragment {
         if !self.has_room(bytes.len(), true) {
             return Err(StoreError::Full { need: bytes.len() });
         }
-        let offset = self.tail;
-        self.region.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-        self.tail += bytes.len();
-        self.region
-            .store_release(header::LOG_TAIL, self.tail as u64);
-        self.region
-            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
+        let offset = self.append_encoded(bytes, slot_pos, hash);
         self.used_slots += 1;
         self.live_keys += 1;
         self.live_bytes += bytes.len();
@@ -708,13 +715,7 @@ impl Fragment {
             }
             (None, None) => return Err(StoreError::Full { need: bytes.len() }),
         };
-        let offset = self.tail;
-        self.region.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-        self.tail += bytes.len();
-        self.region
-            .store_release(header::LOG_TAIL, self.tail as u64);
-        self.region
-            .store_release(slot_pos, layout::slot_value(layout::hash_tag(hash), offset));
+        let offset = self.append_encoded(bytes, slot_pos, hash);
         if !r.is_tombstone() {
             self.live_keys += 1;
             self.live_bytes += bytes.len();
