@@ -577,9 +577,17 @@ fn reads_and_writes_on_every_node_are_linearizable_through_splits() {
     cluster.stop();
 
     assert!(violations.is_empty(), "violations on keys {violations:?}");
+    // Every node replaced regions while serving, and the cluster did both kinds. Which
+    // kind a node does is the rebuild policy's choice (decision 0015: split when the
+    // live data outgrows a quarter of a fresh region, else compact), so one node may
+    // only split.
+    assert!(
+        splits.iter().sum::<u64>() > 0 && compactions.iter().sum::<u64>() > 0,
+        "splits {splits:?} and compactions {compactions:?} per node: nothing was proved"
+    );
     for n in 0..NODES {
         assert!(
-            splits[n] > 0 && compactions[n] > 0,
+            splits[n] + compactions[n] > 0,
             "node {} had {} splits and {} compactions during the run: nothing was proved",
             n + 1,
             splits[n],
