@@ -313,9 +313,10 @@ impl Shard {
             self.totals
                 .set(self.totals.get().moved(before, Totals::of(fragment)));
             let past_line = fragment.past_rebuild_line();
-            let lo = fragment.lo().clone();
-            if past_line {
-                self.queue_rebuild(&lo);
+            // The bound is cloned only when a rebuild or `make_room` needs it.
+            let lo = (past_line || result.is_err()).then(|| fragment.lo().clone());
+            if let Some(lo) = lo.as_ref().filter(|_| past_line) {
+                self.queue_rebuild(lo);
             }
             match result {
                 Ok(reply) => {
@@ -329,6 +330,7 @@ impl Shard {
                     return Outcome::Done(reply);
                 }
                 Err(StoreError::Full { need }) => {
+                    let Some(lo) = lo else { break };
                     let made = self.make_room(&lo, need, now);
                     // Fragments were replaced: count them afresh (rare).
                     self.recount();

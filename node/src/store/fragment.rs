@@ -464,11 +464,7 @@ impl Fragment {
         let slot_pos = match (found, probe.free_slot) {
             (Some((pos, _, old_live, old_len)), _) => {
                 if old_live {
-                    self.live_keys -= 1;
-                    self.live_bytes -= old_len;
-                    if field {
-                        self.live_fields -= 1;
-                    }
+                    self.uncount_live(old_len, field);
                 }
                 pos
             }
@@ -645,6 +641,15 @@ impl Fragment {
         }
     }
 
+    /// A live record of `len` bytes (a hash field if `field`) stopped being current.
+    fn uncount_live(&mut self, len: usize, field: bool) {
+        self.live_keys -= 1;
+        self.live_bytes -= len;
+        if field {
+            self.live_fields -= 1;
+        }
+    }
+
     /// Append encoded record bytes to the log and point `slot_pos` at them. The tail
     /// is published before the slot, so a reader never follows a slot past the tail.
     fn append_encoded(&mut self, bytes: &[u8], slot_pos: usize, hash: u64) -> usize {
@@ -701,11 +706,7 @@ impl Fragment {
         let (slot_pos, old) = match (found, probe.free_slot) {
             (Some((pos, old, live, len)), _) => {
                 if live {
-                    self.live_keys -= 1;
-                    self.live_bytes -= len;
-                    if field {
-                        self.live_fields -= 1;
-                    }
+                    self.uncount_live(len, field);
                 }
                 (pos, Some(old))
             }
